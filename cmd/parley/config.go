@@ -1,0 +1,151 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parley-chat/parley/server"
+)
+
+// config is everything `parley serve` and `parley migrate` can be told, by
+// flag or by PARLEY_* environment variable (flags win).
+type config struct {
+	addr        string
+	databaseURL string
+	dataDir     string
+	tlsCert     string
+	tlsKey      string
+	logLevel    string
+	logFormat   string
+	shutdown    time.Duration
+	server      server.Config
+}
+
+// envFlags registers flags whose defaults come from the environment.
+type envFlags struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+	errs   []error
+}
+
+func (e *envFlags) env(name, def string) string {
+	if v := e.getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (e *envFlags) string(p *string, name, env, def, help string) {
+	e.fs.StringVar(p, name, e.env(env, def), help+" ("+env+")")
+}
+
+func (e *envFlags) duration(p *time.Duration, name, env string, def time.Duration, help string) {
+	d, err := time.ParseDuration(e.env(env, def.String()))
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%s: %w", env, err))
+	}
+	e.fs.DurationVar(p, name, d, help+" ("+env+")")
+}
+
+func (e *envFlags) int(p *int, name, env string, def int, help string) {
+	n, err := strconv.Atoi(e.env(env, strconv.Itoa(def)))
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%s: %w", env, err))
+	}
+	e.fs.IntVar(p, name, n, help+" ("+env+")")
+}
+
+func (e *envFlags) uint(p *uint, name, env string, def uint, help string) {
+	n, err := strconv.ParseUint(e.env(env, strconv.FormatUint(uint64(def), 10)), 10, 32)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%s: %w", env, err))
+	}
+	e.fs.UintVar(p, name, uint(n), help+" ("+env+")")
+}
+
+func parseConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("parley "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	e := &envFlags{fs: fs, getenv: getenv}
+	def := server.DefaultConfig()
+	var c config
+	var cors string
+	var argonMem, argonIter, argonPar uint
+	e.string(&c.addr, "addr", "PARLEY_ADDR", ":8080", "address to listen on")
+	e.string(&c.databaseURL, "database-url", "PARLEY_DATABASE_URL", "", "PostgreSQL URL; empty starts an embedded server")
+	e.string(&c.dataDir, "data-dir", "PARLEY_DATA_DIR", "./data", "directory for the embedded PostgreSQL (under postgres/)")
+	e.string(&c.tlsCert, "tls-cert", "PARLEY_TLS_CERT", "", "TLS certificate file (PEM); with -tls-key serves HTTPS")
+	e.string(&c.tlsKey, "tls-key", "PARLEY_TLS_KEY", "", "TLS private key file (PEM)")
+	e.string(&cors, "cors-origins", "PARLEY_CORS_ORIGINS", "", "comma-separated browser origins allowed to call the API")
+	e.string(&c.logLevel, "log-level", "PARLEY_LOG_LEVEL", "info", "debug, info, warn or error")
+	e.string(&c.logFormat, "log-format", "PARLEY_LOG_FORMAT", "text", "text or json")
+	e.duration(&c.shutdown, "shutdown-timeout", "PARLEY_SHUTDOWN_TIMEOUT", 30*time.Second, "how long to wait for requests to finish on SIGTERM")
+	e.duration(&c.server.AccessTokenTTL, "access-token-ttl", "PARLEY_ACCESS_TOKEN_TTL", def.AccessTokenTTL, "access token lifetime")
+	e.duration(&c.server.RefreshTokenTTL, "refresh-token-ttl", "PARLEY_REFRESH_TOKEN_TTL", def.RefreshTokenTTL, "refresh token (idle session) lifetime")
+	e.int(&c.server.MaxRequestBytes, "max-request-bytes", "PARLEY_MAX_REQUEST_BYTES", def.MaxRequestBytes, "largest accepted request message")
+	e.uint(&argonMem, "argon2-memory-kib", "PARLEY_ARGON2_MEMORY_KIB", uint(def.Password.MemoryKiB), "argon2id memory per password hash, KiB")
+	e.uint(&argonIter, "argon2-iterations", "PARLEY_ARGON2_ITERATIONS", uint(def.Password.Iterations), "argon2id passes per password hash")
+	e.uint(&argonPar, "argon2-parallelism", "PARLEY_ARGON2_PARALLELISM", uint(def.Password.Parallelism), "argon2id lanes per password hash")
+	e.int(&c.server.LoginPerAccount.Burst, "login-limit-account", "PARLEY_LOGIN_LIMIT_ACCOUNT", def.LoginPerAccount.Burst, "login attempts per account per 10 minutes (0: no limit)")
+	e.int(&c.server.LoginPerAddress.Burst, "login-limit-address", "PARLEY_LOGIN_LIMIT_ADDRESS", def.LoginPerAddress.Burst, "login attempts per client address per 10 minutes (0: no limit)")
+	e.int(&c.server.RegisterPerAddress.Burst, "register-limit-address", "PARLEY_REGISTER_LIMIT_ADDRESS", def.RegisterPerAddress.Burst, "registrations per client address per hour (0: no limit)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if len(e.errs) > 0 {
+		return c, fmt.Errorf("bad environment: %v", e.errs)
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return c, fmt.Errorf("set both PARLEY_TLS_CERT and PARLEY_TLS_KEY, or neither")
+	}
+	if argonPar == 0 || argonPar > 255 || argonIter == 0 || argonMem < 8*argonPar {
+		return c, fmt.Errorf("argon2 parameters out of range: memory ≥ 8×parallelism KiB, iterations ≥ 1, parallelism 1–255")
+	}
+	c.server.Password = server.PasswordParams{MemoryKiB: uint32(argonMem), Iterations: uint32(argonIter), Parallelism: uint8(argonPar)}
+	c.server.SessionCacheTTL = def.SessionCacheTTL
+	c.server.LoginPerAccount.Per = def.LoginPerAccount.Per
+	c.server.LoginPerAddress.Per = def.LoginPerAddress.Per
+	c.server.RegisterPerAddress.Per = def.RegisterPerAddress.Per
+	for _, o := range strings.Split(cors, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.server.CORSOrigins = append(c.server.CORSOrigins, o)
+		}
+	}
+	return c, nil
+}
+
+func (c config) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("PARLEY_LOG_LEVEL: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("PARLEY_LOG_FORMAT must be text or json, not %q", c.logFormat)
+	}
+}
+
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	v := info.Main.Version
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " " + s.Value[:12]
+		}
+	}
+	return v
+}

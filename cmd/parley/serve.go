@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/parley-chat/parley/db"
+	"github.com/parley-chat/parley/db/embedpg"
+	"github.com/parley-chat/parley/server"
+)
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	started := time.Now()
+	cfg, err := parseConfig("serve", args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	logger, err := cfg.logger(stderr)
+	if err != nil {
+		return err
+	}
+	url, stopDB, err := database(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer stopDB()
+	if err := db.Migrate(ctx, url, logger); err != nil {
+		return err
+	}
+	d, err := db.Open(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	srv, err := server.New(ctx, d, cfg.server, logger)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
+	}
+	// Streams live as long as their clients, so they end through this
+	// context on shutdown rather than through a write timeout.
+	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBase()
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(true)
+	httpSrv := &http.Server{
+		Handler:           srv.Handler(),
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	scheme := "h2c"
+	if cfg.tlsCert != "" {
+		scheme = "TLS"
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.tlsCert != "" {
+			errc <- httpSrv.ServeTLS(ln, cfg.tlsCert, cfg.tlsKey)
+		} else {
+			errc <- httpSrv.Serve(ln)
+		}
+	}()
+	logger.Info("parley serving", "addr", ln.Addr().String(), "transport", scheme, "startup", time.Since(started).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "parley listening on %s (%s)\n", ln.Addr(), scheme)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "timeout", cfg.shutdown)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdown)
+	defer cancel()
+	// Shutdown waits for idle connections; streams never go idle, so end
+	// them now and let unary calls in flight finish.
+	cancelBase()
+	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
+		_ = httpSrv.Close()
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+func migrate(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := parseConfig("migrate", args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	logger, err := cfg.logger(stderr)
+	if err != nil {
+		return err
+	}
+	url, stopDB, err := database(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer stopDB()
+	return db.Migrate(ctx, url, logger)
+}
+
+const embeddedDatabase = "parley"
+
+// database returns the URL of the database to use: PARLEY_DATABASE_URL, or
+// else a private PostgreSQL started under the data directory, which the
+// returned function stops.
+func database(ctx context.Context, cfg config, logger *slog.Logger) (string, func(), error) {
+	if cfg.databaseURL != "" {
+		return cfg.databaseURL, func() {}, nil
+	}
+	dir, err := filepath.Abs(filepath.Join(cfg.dataDir, "postgres"))
+	if err != nil {
+		return "", nil, fmt.Errorf("data dir: %w", err)
+	}
+	logger.Info("starting embedded PostgreSQL", "data_dir", dir)
+	pg, err := embedpg.Start(ctx, embedpg.Options{DataDir: dir, Logger: logger.With("component", "postgres")})
+	if err != nil {
+		return "", nil, fmt.Errorf("embedded PostgreSQL: %w", err)
+	}
+	stop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := pg.Stop(ctx); err != nil {
+			logger.Error("stop embedded PostgreSQL", "error", err)
+		}
+	}
+	if err := createDatabase(ctx, pg.URL("postgres"), embeddedDatabase); err != nil {
+		stop()
+		return "", nil, err
+	}
+	return pg.URL(embeddedDatabase), stop, nil
+}
+
+func createDatabase(ctx context.Context, adminURL, name string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return fmt.Errorf("connect to embedded PostgreSQL: %w", err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return fmt.Errorf("look up database %s: %w", name, err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,215 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/authn"
+	"connectrpc.com/connect"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/parley-chat/parley/db"
+)
+
+// caller is the authenticated user and session of a request.
+type caller struct {
+	UserID    string
+	SessionID string
+}
+
+func callerFrom(ctx context.Context) (caller, bool) {
+	c, ok := authn.GetInfo(ctx).(caller)
+	return c, ok
+}
+
+// mustCaller returns the caller of an authenticated procedure. The middleware
+// guarantees one for every procedure not on the public list, so a missing
+// caller is a wiring bug, reported as an internal error.
+func mustCaller(ctx context.Context) (caller, error) {
+	c, ok := callerFrom(ctx)
+	if !ok {
+		return caller{}, errors.New("no authenticated caller on a protected procedure")
+	}
+	return c, nil
+}
+
+const (
+	tokenIssuer       = "parley"
+	signingSecretName = "access_token_hmac_sha256"
+	refreshTokenBytes = 32
+)
+
+// accessClaims are the claims of an access token: the user (sub) and session (sid).
+type accessClaims struct {
+	SessionID string `json:"sid"`
+	jwt.RegisteredClaims
+}
+
+// tokens issues and verifies access tokens (HS256 JWTs with a key every node
+// reads from the database) and knows which sessions are still active.
+type tokens struct {
+	key       []byte
+	accessTTL time.Duration
+	parser    *jwt.Parser
+	sessions  *sessionCache
+}
+
+func loadTokens(ctx context.Context, d *db.DB, accessTTL, cacheTTL time.Duration) (*tokens, error) {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	// The first node to start creates the key; every later one reads it.
+	if err := d.InsertServerSecret(ctx, db.InsertServerSecretParams{Name: signingSecretName, Secret: secret}); err != nil {
+		return nil, fmt.Errorf("store signing key: %w", err)
+	}
+	key, err := d.GetServerSecret(ctx, signingSecretName)
+	if err != nil {
+		return nil, fmt.Errorf("load signing key: %w", err)
+	}
+	return &tokens{
+		key:       key,
+		accessTTL: accessTTL,
+		parser: jwt.NewParser(
+			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+			jwt.WithIssuer(tokenIssuer),
+			jwt.WithExpirationRequired(),
+			jwt.WithLeeway(5*time.Second),
+		),
+		sessions: newSessionCache(d, cacheTTL),
+	}, nil
+}
+
+// issueAccess signs an access token for the session.
+func (t *tokens) issueAccess(userID, sessionID string, now time.Time) (string, time.Time, error) {
+	exp := now.Add(t.accessTTL)
+	claims := accessClaims{
+		SessionID: sessionID,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    tokenIssuer,
+			Subject:   userID,
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(exp),
+		},
+	}
+	signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(t.key)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("sign access token: %w", err)
+	}
+	return signed, exp, nil
+}
+
+// authenticate is the authn.AuthFunc: it admits public procedures without a
+// token and every other request only with a valid access token of an active
+// session.
+func (t *tokens) authenticate(public map[string]bool) authn.AuthFunc {
+	return func(ctx context.Context, r *http.Request) (any, error) {
+		if procedure, ok := authn.InferProcedure(r.URL); ok && public[procedure] {
+			return nil, nil
+		}
+		raw, ok := authn.BearerToken(r)
+		if !ok {
+			return nil, connect.NewError(connect.CodeUnauthenticated, errTokenMissing)
+		}
+		var claims accessClaims
+		if _, err := t.parser.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return t.key, nil }); err != nil {
+			if errors.Is(err, jwt.ErrTokenExpired) {
+				return nil, connect.NewError(connect.CodeUnauthenticated, errTokenExpired)
+			}
+			return nil, connect.NewError(connect.CodeUnauthenticated, errTokenInvalid)
+		}
+		if claims.Subject == "" || claims.SessionID == "" {
+			return nil, connect.NewError(connect.CodeUnauthenticated, errTokenInvalid)
+		}
+		active, err := t.sessions.active(ctx, claims.SessionID)
+		if err != nil {
+			return nil, connect.NewError(connect.CodeUnavailable, errors.New("cannot check the session right now; retry"))
+		}
+		if !active {
+			return nil, connect.NewError(connect.CodeUnauthenticated, errSessionRevoked)
+		}
+		return caller{UserID: claims.Subject, SessionID: claims.SessionID}, nil
+	}
+}
+
+// sessionCache remembers for a short time that a session is active, so that
+// checking every request against the database costs one query per session per
+// TTL. Revocations on this node take effect at once (forget); on other nodes
+// within the TTL.
+type sessionCache struct {
+	db  *db.DB
+	ttl time.Duration
+
+	mu      sync.Mutex
+	entries map[string]time.Time // session id → checked-active-until
+}
+
+const maxCachedSessions = 100_000
+
+func newSessionCache(d *db.DB, ttl time.Duration) *sessionCache {
+	return &sessionCache{db: d, ttl: ttl, entries: make(map[string]time.Time)}
+}
+
+func (c *sessionCache) active(ctx context.Context, sessionID string) (bool, error) {
+	now := time.Now()
+	c.mu.Lock()
+	until, ok := c.entries[sessionID]
+	c.mu.Unlock()
+	if ok && now.Before(until) {
+		return true, nil
+	}
+	s, err := c.db.GetSession(ctx, sessionID)
+	if db.IsNoRows(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up session: %w", err)
+	}
+	if s.RevokedAt != nil || !now.Before(s.RefreshExpiresAt) {
+		c.forget(sessionID)
+		return false, nil
+	}
+	c.mu.Lock()
+	if len(c.entries) >= maxCachedSessions {
+		for id, u := range c.entries {
+			if !now.Before(u) {
+				delete(c.entries, id)
+			}
+		}
+		if len(c.entries) >= maxCachedSessions {
+			clear(c.entries)
+		}
+	}
+	c.entries[sessionID] = now.Add(c.ttl)
+	c.mu.Unlock()
+	return true, nil
+}
+
+func (c *sessionCache) forget(sessionIDs ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range sessionIDs {
+		delete(c.entries, id)
+	}
+}
+
+// randomToken returns 256 random bits, base64url-encoded.
+func randomToken() string {
+	b := make([]byte, refreshTokenBytes)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// hashToken is how refresh tokens are stored: a stolen table yields no token.
+// The tokens carry 256 random bits, so a fast hash is enough.
+func hashToken(token string) []byte {
+	sum := sha256.Sum256([]byte(token))
+	return sum[:]
+}

@@ -1,0 +1,99 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// The error table: every failure a client can act on is one of these
+// sentinels, mapped to its Connect code here and nowhere else. The sentinel's
+// text is what the client sees, so it must make sense to a client developer.
+var (
+	errUsernameTaken     = errors.New("username is already taken")
+	errBadCredentials    = errors.New("wrong username or password")
+	errWrongPassword     = errors.New("current password is wrong")
+	errSessionNotFound   = errors.New("session not found")
+	errRefreshUnknown    = errors.New("refresh token is not valid")
+	errRefreshExpired    = errors.New("refresh token has expired; log in again")
+	errRefreshReused     = errors.New("refresh token was already used; the session has been revoked, log in again")
+	errSessionRevoked    = errors.New("session has been revoked; log in again")
+	errBadPageToken      = errors.New("page_token is not valid for this request")
+	errUserNotFound      = errors.New("user not found")
+	errTokenMissing      = errors.New("missing access token: send it as 'Authorization: Bearer <token>'")
+	errTokenInvalid      = errors.New("access token is not valid")
+	errTokenExpired      = errors.New("access token has expired; refresh it")
+	errPasswordSameAsOld = errors.New("new_password must differ from current_password")
+)
+
+var errorCodes = map[error]connect.Code{
+	errUsernameTaken:     connect.CodeAlreadyExists,
+	errBadCredentials:    connect.CodeUnauthenticated,
+	errWrongPassword:     connect.CodeUnauthenticated,
+	errSessionNotFound:   connect.CodeNotFound,
+	errRefreshUnknown:    connect.CodeUnauthenticated,
+	errRefreshExpired:    connect.CodeUnauthenticated,
+	errRefreshReused:     connect.CodeUnauthenticated,
+	errSessionRevoked:    connect.CodeUnauthenticated,
+	errBadPageToken:      connect.CodeInvalidArgument,
+	errUserNotFound:      connect.CodeNotFound,
+	errTokenMissing:      connect.CodeUnauthenticated,
+	errTokenInvalid:      connect.CodeUnauthenticated,
+	errTokenExpired:      connect.CodeUnauthenticated,
+	errPasswordSameAsOld: connect.CodeInvalidArgument,
+}
+
+// toConnectError maps err to what the client sees. A *connect.Error passes
+// through; a sentinel from the table becomes its code with its own text;
+// anything else is an internal failure: logged here, once, and hidden from the
+// client behind a generic message.
+func toConnectError(ctx context.Context, logger *slog.Logger, procedure string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var cerr *connect.Error
+	if errors.As(err, &cerr) {
+		return err
+	}
+	for sentinel, code := range errorCodes {
+		if errors.Is(err, sentinel) {
+			return connect.NewError(code, sentinel)
+		}
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("request deadline exceeded"))
+	}
+	logger.ErrorContext(ctx, "internal error", "procedure", procedure, "error", err)
+	return connect.NewError(connect.CodeInternal, errors.New("internal error; it has been logged"))
+}
+
+// resourceExhausted is the error for a throttled caller, carrying
+// google.rpc.RetryInfo so that clients know when to try again.
+func resourceExhausted(msg string, retryAfter time.Duration) error {
+	cerr := connect.NewError(connect.CodeResourceExhausted, errors.New(msg))
+	if detail, err := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)}); err == nil {
+		cerr.AddDetail(detail)
+	}
+	return cerr
+}
+
+// invalidArgument is the error for a field the proto rules cannot check,
+// carrying google.rpc.BadRequest field violations like protovalidate's errors.
+func invalidArgument(field, description string) error {
+	cerr := connect.NewError(connect.CodeInvalidArgument, errors.New(field+": "+description))
+	detail, err := connect.NewErrorDetail(&errdetails.BadRequest{
+		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: description}},
+	})
+	if err == nil {
+		cerr.AddDetail(detail)
+	}
+	return cerr
+}

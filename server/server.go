@@ -1,0 +1,154 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"time"
+
+	"connectrpc.com/authn"
+	"connectrpc.com/connect"
+	connectcors "connectrpc.com/cors"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"connectrpc.com/validate"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/cors"
+
+	"github.com/parley-chat/parley/db"
+	"github.com/parley-chat/parley/gen/go/parley/v1/parleyv1connect"
+)
+
+// Config are the server's tunables. DefaultConfig gives production values.
+type Config struct {
+	// AccessTokenTTL is how long an access token works.
+	AccessTokenTTL time.Duration
+	// RefreshTokenTTL is how long an unused refresh token (and its session) lives.
+	RefreshTokenTTL time.Duration
+	// SessionCacheTTL is how long a node trusts that a session is active
+	// before asking the database again; it bounds how late another node
+	// notices a revocation.
+	SessionCacheTTL time.Duration
+	// Password are the argon2id parameters for new hashes.
+	Password PasswordParams
+	// LoginPerAccount, LoginPerAddress and RegisterPerAddress throttle
+	// credential guessing and mass registration. A zero Burst disables one.
+	LoginPerAccount    Rate
+	LoginPerAddress    Rate
+	RegisterPerAddress Rate
+	// CORSOrigins are the browser origins allowed to call the API; empty
+	// means no cross-origin access.
+	CORSOrigins []string
+	// MaxRequestBytes bounds the size of one request message.
+	MaxRequestBytes int
+}
+
+// DefaultConfig returns the production configuration.
+func DefaultConfig() Config {
+	return Config{
+		AccessTokenTTL:     15 * time.Minute,
+		RefreshTokenTTL:    30 * 24 * time.Hour,
+		SessionCacheTTL:    5 * time.Second,
+		Password:           OWASPPasswordParams,
+		LoginPerAccount:    Rate{Burst: 10, Per: 10 * time.Minute},
+		LoginPerAddress:    Rate{Burst: 100, Per: 10 * time.Minute},
+		RegisterPerAddress: Rate{Burst: 20, Per: time.Hour},
+		MaxRequestBytes:    1 << 20,
+	}
+}
+
+// Server holds the services and builds the HTTP handler that serves them.
+type Server struct {
+	db      *db.DB
+	logger  *slog.Logger
+	cfg     Config
+	tokens  *tokens
+	auth    *authService
+	metrics *metrics
+	reg     *prometheus.Registry
+	health  *healthChecker
+}
+
+// New builds a server on an open, migrated database.
+func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Server, error) {
+	toks, err := loadTokens(ctx, d, cfg.AccessTokenTTL, cfg.SessionCacheTTL)
+	if err != nil {
+		return nil, err
+	}
+	hasher, err := newPasswordHasher(cfg.Password, runtime.GOMAXPROCS(0))
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	return &Server{
+		db:      d,
+		logger:  logger,
+		cfg:     cfg,
+		tokens:  toks,
+		auth:    newAuthService(d, hasher, toks, cfg),
+		metrics: m,
+		reg:     reg,
+		health: &healthChecker{db: d, services: map[string]bool{
+			parleyv1connect.AuthServiceName: true,
+		}},
+	}, nil
+}
+
+// publicProcedures may be called without an access token.
+var publicProcedures = map[string]bool{
+	parleyv1connect.AuthServiceRegisterProcedure: true,
+	parleyv1connect.AuthServiceLoginProcedure:    true,
+	parleyv1connect.AuthServiceRefreshProcedure:  true,
+}
+
+// Handler returns the HTTP handler for every route: the Connect services
+// (Connect, gRPC and gRPC-Web protocols), gRPC health and reflection,
+// /healthz, /readyz and /metrics, wrapped in CORS for the allowed origins.
+func (s *Server) Handler() http.Handler {
+	opts := []connect.HandlerOption{
+		connect.WithInterceptors(
+			observeInterceptor{logger: s.logger, metrics: s.metrics},
+			errorInterceptor{logger: s.logger},
+			validate.NewInterceptor(),
+		),
+		connect.WithReadMaxBytes(s.cfg.MaxRequestBytes),
+	}
+	// Authentication runs before the request is decoded (connectrpc.com/authn).
+	authMiddleware := authn.NewMiddleware(s.tokens.authenticate(publicProcedures))
+
+	mux := http.NewServeMux()
+	mux.Handle(parleyv1connect.NewAuthServiceHandler(s.auth, opts...))
+
+	services := []string{parleyv1connect.AuthServiceName}
+	reflector := grpcreflect.NewStaticReflector(services...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpchealth.NewHandler(s.health))
+	mux.HandleFunc("GET /healthz", liveness)
+	mux.HandleFunc("GET /readyz", s.health.readiness)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+
+	return s.withCORS(authMiddleware.Wrap(mux))
+}
+
+func (s *Server) withCORS(h http.Handler) http.Handler {
+	if len(s.cfg.CORSOrigins) == 0 {
+		return h
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: s.cfg.CORSOrigins,
+		AllowedMethods: connectcors.AllowedMethods(),
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
+		ExposedHeaders: connectcors.ExposedHeaders(),
+		MaxAge:         7200,
+	}).Handler(h)
+}
