@@ -1,0 +1,52 @@
+# Parley's tasks. `make help` lists them.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+GOBIN := $(shell go env GOBIN)
+ifeq ($(GOBIN),)
+GOBIN := $(shell go env GOPATH)/bin
+endif
+BUF  := node_modules/.bin/buf
+SQLC := $(GOBIN)/sqlc
+# The test suite's timeout: well above its real run time, to stop a hang.
+TEST_TIMEOUT ?= 20m
+
+.PHONY: help
+help: ## Describe the tasks
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## Install what is missing and run Parley on its embedded PostgreSQL (:8080)
+	@scripts/ensure-packages.sh postgres
+	go run ./cmd/parley serve
+
+.PHONY: build
+build: ## Build the parley binary into bin/
+	go build -o bin/parley ./cmd/parley
+
+.PHONY: test
+test: ## Install what is missing and run every test with the race detector
+	@scripts/ensure-packages.sh postgres gcc
+	CGO_ENABLED=1 go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: tools
+tools: ## Install the pinned code generators (buf, protoc-gen-es, sqlc)
+	@scripts/ensure-tools.sh
+
+.PHONY: generate
+generate: tools ## Regenerate gen/ (buf) and db/ (sqlc) from proto/ and queries/
+	$(BUF) generate
+	$(SQLC) generate
+
+.PHONY: checkgenerate
+checkgenerate: generate ## Fail when generated code differs from its sources
+	@if [ -n "$$(git status --porcelain -- gen db)" ]; then \
+		echo "generated code is out of date; run make generate and commit:"; \
+		git status --porcelain -- gen db; git diff --stat -- gen db; exit 1; fi
+
+.PHONY: lint
+lint: tools ## buf lint, buf format check, gofmt and go vet
+	$(BUF) lint
+	$(BUF) format --diff --exit-code proto
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1; }
+	go vet ./...

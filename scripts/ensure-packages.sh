@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# ensure-packages.sh installs, from Debian/Ubuntu packages, what `make run` and
+# `make test` need and this machine lacks:
+#   postgres  PostgreSQL server binaries (initdb, postgres) for the embedded server
+#   gcc       a C compiler, which the Go race detector needs
+# It installs nothing that is already there, and uses sudo when not root.
+set -euo pipefail
+
+need=()
+for what in "$@"; do
+  case "$what" in
+    postgres)
+      if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
+        need+=(postgresql)
+      fi
+      ;;
+    gcc)
+      command -v gcc >/dev/null || need+=(gcc libc6-dev)
+      ;;
+    *)
+      echo "ensure-packages: unknown requirement $what" >&2
+      exit 2
+      ;;
+  esac
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "ensure-packages: need root or sudo to install ${need[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "ensure-packages: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

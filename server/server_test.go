@@ -1,0 +1,143 @@
+package server_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/parley-chat/parley/db"
+	"github.com/parley-chat/parley/db/dbtest"
+	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
+	"github.com/parley-chat/parley/gen/go/parley/v1/parleyv1connect"
+	"github.com/parley-chat/parley/server"
+)
+
+func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
+
+// testConfig is the production configuration with cheap password hashing and
+// limits loose enough for tests that register many users from one address.
+func testConfig() server.Config {
+	cfg := server.DefaultConfig()
+	cfg.Password = server.PasswordParams{MemoryKiB: 64, Iterations: 1, Parallelism: 1}
+	cfg.LoginPerAccount = server.Rate{Burst: 1000, Per: time.Minute}
+	cfg.LoginPerAddress = server.Rate{Burst: 10000, Per: time.Minute}
+	cfg.RegisterPerAddress = server.Rate{Burst: 10000, Per: time.Minute}
+	return cfg
+}
+
+// env is a running server on its own fresh database, reached over real HTTP/2.
+type env struct {
+	t      testing.TB
+	db     *db.DB
+	srv    *httptest.Server
+	client *http.Client
+}
+
+// newEnv starts the server on a fresh database. edit, if given, adjusts the
+// test configuration first.
+func newEnv(t testing.TB, edit ...func(*server.Config)) *env {
+	t.Helper()
+	d := dbtest.New(t)
+	return newEnvOn(t, d, edit...)
+}
+
+// newEnvOn starts a server on an existing database, as a second node or a
+// restarted one would.
+func newEnvOn(t testing.TB, d *db.DB, edit ...func(*server.Config)) *env {
+	t.Helper()
+	cfg := testConfig()
+	for _, e := range edit {
+		e(&cfg)
+	}
+	s, err := server.New(context.Background(), d, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("server.New: %v", err)
+	}
+	hs := httptest.NewUnstartedServer(s.Handler())
+	hs.EnableHTTP2 = true
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	return &env{t: t, db: d, srv: hs, client: hs.Client()}
+}
+
+// protocols are the wire protocols every handler case runs over: Connect (the
+// web client's) and gRPC (the Flutter client's).
+var protocols = []struct {
+	name string
+	opts []connect.ClientOption
+}{
+	{"connect", nil},
+	{"grpc", []connect.ClientOption{connect.WithGRPC()}},
+}
+
+// forEachProtocol runs fn once per protocol, as subtests.
+func forEachProtocol(t *testing.T, fn func(t *testing.T, opts []connect.ClientOption)) {
+	t.Helper()
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) { fn(t, p.opts) })
+	}
+}
+
+func (e *env) auth(opts ...connect.ClientOption) parleyv1connect.AuthServiceClient {
+	return parleyv1connect.NewAuthServiceClient(e.client, e.srv.URL, opts...)
+}
+
+// bearer returns a context that sends token as the caller's access token.
+func bearer(token string) context.Context {
+	ctx, info := connect.NewClientContext(context.Background())
+	info.RequestHeader().Set("Authorization", "Bearer "+token)
+	return ctx
+}
+
+// account is a registered, signed-in user.
+type account struct {
+	user     *parleyv1.User
+	password string
+	tokens   *parleyv1.Tokens
+}
+
+func (a account) ctx() context.Context { return bearer(a.tokens.GetAccessToken()) }
+
+// signUp registers username and logs it in.
+func (e *env) signUp(username string, opts ...connect.ClientOption) account {
+	e.t.Helper()
+	c := e.auth(opts...)
+	password := "correct horse " + username
+	if _, err := c.Register(context.Background(), &parleyv1.RegisterRequest{
+		Username: username, Password: password, DisplayName: "User " + username,
+	}); err != nil {
+		e.t.Fatalf("Register(%s): %v", username, err)
+	}
+	res, err := c.Login(context.Background(), &parleyv1.LoginRequest{
+		Username: username, Password: password, DeviceName: "test", Platform: parleyv1.Platform_PLATFORM_CLI,
+	})
+	if err != nil {
+		e.t.Fatalf("Login(%s): %v", username, err)
+	}
+	return account{user: res.GetUser(), password: password, tokens: res.GetTokens()}
+}
+
+// count returns the number of rows of a table, to prove that a failed request
+// wrote nothing.
+func (e *env) count(table string) int {
+	e.t.Helper()
+	var n int
+	if err := e.db.Pool().QueryRow(context.Background(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+		e.t.Fatalf("count %s: %v", table, err)
+	}
+	return n
+}
+
+// wantCode fails the test unless err carries the Connect code want.
+func wantCode(t testing.TB, err error, want connect.Code) {
+	t.Helper()
+	if got := connect.CodeOf(err); err == nil || got != want {
+		t.Fatalf("got error %v (code %v), want code %v", err, connect.CodeOf(err), want)
+	}
+}
