@@ -123,10 +123,13 @@ func (s *Server) Handler() http.Handler {
 		connect.WithReadMaxBytes(s.cfg.MaxRequestBytes),
 	}
 	// Authentication runs before the request is decoded (connectrpc.com/authn).
+	// It wraps the API services only: health, reflection and metrics are for
+	// load balancers and operators and carry no user data.
 	authMiddleware := authn.NewMiddleware(s.tokens.authenticate(publicProcedures))
 
 	mux := http.NewServeMux()
-	mux.Handle(parleyv1connect.NewAuthServiceHandler(s.auth, opts...))
+	handle := func(path string, h http.Handler) { mux.Handle(path, authMiddleware.Wrap(h)) }
+	handle(parleyv1connect.NewAuthServiceHandler(s.auth, opts...))
 
 	services := []string{parleyv1connect.AuthServiceName}
 	reflector := grpcreflect.NewStaticReflector(services...)
@@ -137,7 +140,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", s.health.readiness)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 
-	return s.withCORS(authMiddleware.Wrap(mux))
+	return s.withCORS(mux)
 }
 
 func (s *Server) withCORS(h http.Handler) http.Handler {

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"connectrpc.com/grpchealth"
 	"github.com/jackc/pgx/v5"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/parley-chat/parley/db/dbtest"
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
@@ -138,19 +138,25 @@ func exercise(t *testing.T, baseURL, username string, register bool) {
 	if me.GetUser().GetUsername() != username {
 		t.Fatalf("GetMe username = %q, want %q", me.GetUser().GetUsername(), username)
 	}
-	health := grpchealth.NewClient(hc, baseURL, connect.WithGRPC())
-	res, err := health.Check(ctx, &grpchealth.CheckRequest{Service: parleyv1connect.AuthServiceName})
+	health := connect.NewClient[healthpb.HealthCheckRequest, healthpb.HealthCheckResponse](
+		hc, baseURL+"/grpc.health.v1.Health/Check", connect.WithGRPC())
+	res, err := health.CallUnary(ctx, connect.NewRequest(&healthpb.HealthCheckRequest{Service: parleyv1connect.AuthServiceName}))
 	if err != nil {
 		t.Fatalf("health check: %v", err)
 	}
-	if res.Status != grpchealth.StatusServing {
-		t.Fatalf("health = %v, want SERVING", res.Status)
+	if got := res.Msg.GetStatus(); got != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, want SERVING", got)
 	}
 }
 
 func TestServeEmbeddedPostgresKeepsDataAcrossRestarts(t *testing.T) {
-	dataDir := t.TempDir()
-	// The embedded server may run as the postgres user, which must reach it.
+	// The embedded server may run as the postgres user, which must reach the
+	// data dir; t.TempDir's parents are private to root.
+	dataDir, err := os.MkdirTemp("", "parley-serve-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dataDir) })
 	if err := os.Chmod(dataDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
