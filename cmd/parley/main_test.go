@@ -84,7 +84,9 @@ func startServe(t *testing.T, args []string, vars map[string]string) (string, fu
 	stdout, stderr := newAddrWriter(), &syncBuffer{}
 	done := make(chan error, 1)
 	started := time.Now()
-	go func() { done <- run(ctx, append([]string{"serve", "-addr", "127.0.0.1:0"}, args...), envFrom(vars), stdout, stderr) }()
+	go func() {
+		done <- run(ctx, append([]string{"serve", "-addr", "127.0.0.1:0"}, args...), envFrom(vars), stdout, stderr)
+	}()
 	select {
 	case addr := <-stdout.addr:
 		t.Logf("serve ready in %v", time.Since(started).Round(time.Millisecond))
