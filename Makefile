@@ -18,7 +18,8 @@ help: ## Describe the tasks
 .PHONY: run
 run: ## Install what is missing and run Parley on its embedded PostgreSQL (:8080)
 	@scripts/ensure-packages.sh postgres
-	go run ./cmd/parley serve
+	go build -o bin/parley ./cmd/parley
+	exec bin/parley serve
 
 .PHONY: build
 build: ## Build the parley binary into bin/

@@ -131,7 +131,12 @@ func (s *Server) Handler() http.Handler {
 	handle := func(path string, h http.Handler) { mux.Handle(path, authMiddleware.Wrap(h)) }
 	handle(parleyv1connect.NewAuthServiceHandler(s.auth, opts...))
 
-	services := []string{parleyv1connect.AuthServiceName}
+	services := []string{
+		parleyv1connect.AuthServiceName,
+		grpchealth.HealthV1ServiceName,
+		grpcreflect.ReflectV1ServiceName,
+		grpcreflect.ReflectV1AlphaServiceName,
+	}
 	reflector := grpcreflect.NewStaticReflector(services...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
