@@ -1,0 +1,75 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
+	"github.com/parley-chat/parley/server"
+)
+
+// The auth benchmarks measure one client's end-to-end latency over HTTP/2
+// with production password hashing (argon2id at the OWASP minimum), which
+// dominates Register and Login by design.
+//
+//	go test -run '^$' -bench . -benchtime 50x ./server/
+
+func productionHashing(c *server.Config) { c.Password = server.OWASPPasswordParams }
+
+func BenchmarkRegister(b *testing.B) {
+	e := newEnv(b, productionHashing)
+	forEachProtocolB(b, func(b *testing.B, opts []connect.ClientOption) {
+		c := e.auth(opts...)
+		ctx := context.Background()
+		prefix := "bench_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		for i := 0; b.Loop(); i++ {
+			_, err := c.Register(ctx, &parleyv1.RegisterRequest{
+				Username: fmt.Sprintf("%s_%d", prefix, i), Password: "benchmark password", DisplayName: "Bench",
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkLogin(b *testing.B) {
+	e := newEnv(b, productionHashing)
+	e.signUp("bench_login")
+	forEachProtocolB(b, func(b *testing.B, opts []connect.ClientOption) {
+		c := e.auth(opts...)
+		ctx := context.Background()
+		for b.Loop() {
+			if _, err := c.Login(ctx, &parleyv1.LoginRequest{Username: "bench_login", Password: "correct horse bench_login"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkGetMe is an authenticated RPC without password hashing: the cost
+// of the token check, the session cache and one query.
+func BenchmarkGetMe(b *testing.B) {
+	e := newEnv(b)
+	a := e.signUp("bench_getme")
+	forEachProtocolB(b, func(b *testing.B, opts []connect.ClientOption) {
+		c := e.auth(opts...)
+		ctx := a.ctx()
+		for b.Loop() {
+			if _, err := c.GetMe(ctx, &parleyv1.GetMeRequest{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func forEachProtocolB(b *testing.B, fn func(b *testing.B, opts []connect.ClientOption)) {
+	for _, p := range protocols {
+		b.Run(p.name, func(b *testing.B) { fn(b, p.opts) })
+	}
+}
