@@ -1,8 +1,6 @@
 package server_test
 
 import (
-	"connectrpc.com/connect"
-
 	"bytes"
 	"context"
 	"log/slog"
@@ -10,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"connectrpc.com/connect"
 
 	"github.com/parley-chat/parley/db/dbtest"
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
