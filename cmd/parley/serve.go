@@ -130,7 +130,11 @@ func database(ctx context.Context, cfg config, logger *slog.Logger) (string, fun
 		return "", nil, fmt.Errorf("data dir: %w", err)
 	}
 	logger.Info("starting embedded PostgreSQL", "data_dir", dir)
-	pg, err := embedpg.Start(ctx, embedpg.Options{DataDir: dir, Logger: logger.With("component", "postgres")})
+	pg, err := embedpg.Start(ctx, embedpg.Options{
+		DataDir:     dir,
+		Logger:      logger.With("component", "postgres"),
+		GrantSearch: true, // `make run` as root in /root must just work
+	})
 	if err != nil {
 		return "", nil, fmt.Errorf("embedded PostgreSQL: %w", err)
 	}

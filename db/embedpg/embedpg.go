@@ -58,6 +58,11 @@ type Options struct {
 	BinDir string
 	// Logger receives postgres's own log lines at Debug level; nil discards.
 	Logger *slog.Logger
+	// GrantSearch, when running as root, adds search permission for others
+	// (o+x: pass through, not list) to each ancestor of DataDir that the
+	// unprivileged user cannot enter, such as a 0700 /root, logging a warning
+	// for each. Without it such a data dir is an error.
+	GrantSearch bool
 }
 
 // Server is a running private PostgreSQL server. Stop it when done.
@@ -100,6 +105,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	if owner != nil {
+		if opts.GrantSearch {
+			if err := grantSearch(dataDir, owner, logger); err != nil {
+				return nil, err
+			}
+		}
 		if err := checkReachable(ctx, binDir, dataDir, owner); err != nil {
 			return nil, err
 		}
@@ -493,6 +503,30 @@ func checkReachable(ctx context.Context, binDir, dataDir string, owner *credenti
 			owner.name, dataDir, blocker)
 	}
 	return fmt.Errorf("embedpg: run %s/postgres as user %s in %s: %w %s", binDir, owner.name, dataDir, err, strings.TrimSpace(string(out)))
+}
+
+// grantSearch adds o+x to every ancestor of dataDir that owner cannot enter.
+func grantSearch(dataDir string, owner *credential, logger *slog.Logger) error {
+	for range 64 { // more ancestors than any real path has
+		blocked := firstBlocked(dataDir, owner)
+		if blocked == "" {
+			return nil
+		}
+		info, err := os.Stat(blocked)
+		if err != nil {
+			return fmt.Errorf("embedpg: data dir %s: %w", dataDir, err)
+		}
+		mode := info.Mode().Perm() | 0o001
+		if mode == info.Mode().Perm() {
+			return nil // blocked for a reason chmod o+x cannot fix; checkReachable reports it
+		}
+		logger.Warn("letting the PostgreSQL user pass through a directory on the way to the data dir (chmod o+x)",
+			"dir", blocked, "user", owner.name, "mode", fmt.Sprintf("%#o", mode))
+		if err := os.Chmod(blocked, mode); err != nil {
+			return fmt.Errorf("embedpg: chmod o+x %s so that user %s can reach the data dir: %w", blocked, owner.name, err)
+		}
+	}
+	return nil
 }
 
 // firstBlocked returns the first ancestor of dir (or dir itself) that owner
