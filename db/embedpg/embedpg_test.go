@@ -109,6 +109,30 @@ func TestUnreachableDataDir(t *testing.T) {
 	}
 }
 
+func TestGrantSearchOpensPrivateParents(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("only root hands the server to another user")
+	}
+	// Like a clone in /root: the parent is private to root.
+	dir := t.TempDir()
+	parent := filepath.Dir(dir)
+	rec := &recorder{}
+	ctx := t.Context()
+	srv := startServer(ctx, t, Options{DataDir: filepath.Join(dir, "pg"), GrantSearch: true, Logger: slog.New(rec)})
+	connect(ctx, t, srv.URL("postgres"))
+	info, err := os.Stat(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Mode().Perm(); got&0o001 == 0 || got&0o004 != 0 {
+		t.Errorf("parent mode = %#o, want search (o+x) granted and listing (o+r) still denied", got)
+	}
+	if !rec.has("pass through a directory") {
+		t.Errorf("no warning logged about the permission change; got %q", rec.messages())
+	}
+}
+
 func TestURL(t *testing.T) {
 	t.Parallel()
 	s := &Server{sockDir: "/tmp/parley-pg123"}
