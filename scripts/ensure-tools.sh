@@ -12,7 +12,9 @@ SQLC_VERSION=v1.31.1
 command -v npm >/dev/null || { echo "ensure-tools: npm is needed for buf and protoc-gen-es (apt-get install nodejs npm)" >&2; exit 1; }
 if [ ! -x node_modules/.bin/buf ] || [ ! -x node_modules/.bin/protoc-gen-es ] \
    || [ "$(node_modules/.bin/buf --version 2>/dev/null)" != "$(node -p 'require("./package.json").devDependencies["@bufbuild/buf"]')" ]; then
-  npm ci --no-audit --no-fund --loglevel=error
+  # npm ci rejects this lock file for the optional per-platform buf packages it
+  # (correctly) leaves out; npm install follows the lock and leaves it unchanged.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 gobin="$(go env GOBIN)"
