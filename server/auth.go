@@ -256,14 +256,16 @@ func (s *authService) RevokeSession(ctx context.Context, req *parleyv1.RevokeSes
 // revoke ends one of the user's sessions. Another user's session is
 // indistinguishable from a missing one.
 func (s *authService) revoke(ctx context.Context, userID, sessionID, reason string) error {
-	_, err := s.db.RevokeSession(ctx, db.RevokeSessionParams{ID: sessionID, UserID: userID, RevokeReason: &reason})
+	revoked, err := s.db.RevokeSession(ctx, db.RevokeSessionParams{ID: sessionID, UserID: userID, RevokeReason: &reason})
 	if db.IsNoRows(err) {
 		return errSessionNotFound
 	}
 	if err != nil {
 		return fmt.Errorf("revoke session: %w", err)
 	}
-	s.tokens.sessions.forget(sessionID)
+	// The cache is keyed by the id as tokens carry it (PostgreSQL's canonical
+	// lower-case form); the client may have sent it in another case.
+	s.tokens.sessions.forget(revoked.ID)
 	return nil
 }
 

@@ -108,7 +108,7 @@ func (a account) ctx() context.Context { return bearer(a.tokens.GetAccessToken()
 func (e *env) signUp(username string, opts ...connect.ClientOption) account {
 	e.t.Helper()
 	c := e.auth(opts...)
-	password := "correct horse " + username
+	password := passwordOf(username)
 	if _, err := c.Register(context.Background(), &parleyv1.RegisterRequest{
 		Username: username, Password: password, DisplayName: "User " + username,
 	}); err != nil {
@@ -121,6 +121,29 @@ func (e *env) signUp(username string, opts ...connect.ClientOption) account {
 		e.t.Fatalf("Login(%s): %v", username, err)
 	}
 	return account{user: res.GetUser(), password: password, tokens: res.GetTokens()}
+}
+
+// passwordOf is the password signUp and register give an account.
+func passwordOf(username string) string { return "correct horse " + username }
+
+// register creates an account without logging in, so that it spends no login
+// budget, and returns its profile. Its password is passwordOf(username).
+func (e *env) register(username, displayName string, opts ...connect.ClientOption) *parleyv1.User {
+	e.t.Helper()
+	res, err := e.auth(opts...).Register(context.Background(), &parleyv1.RegisterRequest{
+		Username: username, Password: passwordOf(username), DisplayName: displayName,
+	})
+	if err != nil {
+		e.t.Fatalf("Register(%s): %v", username, err)
+	}
+	return res.GetUser()
+}
+
+// in returns the environment with its helpers failing t, for use in a subtest.
+func (e *env) in(t testing.TB) *env {
+	c := *e
+	c.t = t
+	return &c
 }
 
 // count returns the number of rows of a table, to prove that a failed request
