@@ -45,7 +45,7 @@ func (s *authService) Register(ctx context.Context, req *parleyv1.RegisterReques
 	}
 	displayName := strings.TrimSpace(req.GetDisplayName())
 	if displayName == "" {
-		return nil, invalidArgument("display_name", "must not be blank")
+		return nil, invalidArgument("display_name", "parley.not_blank", "must not be blank")
 	}
 	hash, err := s.hasher.hash(ctx, req.GetPassword())
 	if err != nil {
@@ -293,7 +293,7 @@ func (s *authService) UpdateProfile(ctx context.Context, req *parleyv1.UpdatePro
 	if req.DisplayName != nil {
 		name := strings.TrimSpace(req.GetDisplayName())
 		if name == "" {
-			return nil, invalidArgument("display_name", "must not be blank")
+			return nil, invalidArgument("display_name", "parley.not_blank", "must not be blank")
 		}
 		params.DisplayName = &name
 	}
@@ -384,20 +384,24 @@ const (
 )
 
 func (s *authService) SearchUsers(ctx context.Context, req *parleyv1.SearchUsersRequest) (*parleyv1.SearchUsersResponse, error) {
+	query := strings.ToLower(strings.TrimSpace(req.GetQuery()))
+	// The token carries its query, so a token from another search is refused
+	// instead of silently skipping results.
+	tokenPrefix := pageTokenPrefix + query + "\x00"
 	after := ""
 	if t := req.GetPageToken(); t != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(t)
-		if err != nil || !strings.HasPrefix(string(raw), pageTokenPrefix) {
+		if err != nil || !strings.HasPrefix(string(raw), tokenPrefix) {
 			return nil, errBadPageToken
 		}
-		after = strings.TrimPrefix(string(raw), pageTokenPrefix)
+		after = strings.TrimPrefix(string(raw), tokenPrefix)
 	}
 	size := int(req.GetPageSize())
 	if size == 0 {
 		size = defaultSearchPageSize
 	}
 	rows, err := s.db.SearchUsers(ctx, db.SearchUsersParams{
-		Prefix:  likePrefix(strings.ToLower(strings.TrimSpace(req.GetQuery()))),
+		Prefix:  likePrefix(query),
 		After:   after,
 		MaxRows: int32(size + 1), // one more tells whether another page exists
 	})
@@ -407,7 +411,7 @@ func (s *authService) SearchUsers(ctx context.Context, req *parleyv1.SearchUsers
 	res := &parleyv1.SearchUsersResponse{}
 	if len(rows) > size {
 		rows = rows[:size]
-		res.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(pageTokenPrefix + rows[size-1].Username))
+		res.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(tokenPrefix + rows[size-1].Username))
 	}
 	res.Users = make([]*parleyv1.User, 0, len(rows))
 	for _, r := range rows {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -85,13 +86,16 @@ func resourceExhausted(msg string, retryAfter time.Duration) error {
 	return cerr
 }
 
-// invalidArgument is the error for a field the proto rules cannot check,
-// carrying google.rpc.BadRequest field violations like protovalidate's errors.
-func invalidArgument(field, description string) error {
+// invalidArgument is the error for a field the proto rules cannot check. It
+// carries the same buf.validate.Violations detail as protovalidate's own
+// errors, so clients read every field error one way.
+func invalidArgument(field, ruleID, description string) error {
 	cerr := connect.NewError(connect.CodeInvalidArgument, errors.New(field+": "+description))
-	detail, err := connect.NewErrorDetail(&errdetails.BadRequest{
-		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: description}},
-	})
+	detail, err := connect.NewErrorDetail(&validate.Violations{Violations: []*validate.Violation{{
+		Field:   &validate.FieldPath{Elements: []*validate.FieldPathElement{{FieldName: &field}}},
+		RuleId:  &ruleID,
+		Message: &description,
+	}}})
 	if err == nil {
 		cerr.AddDetail(detail)
 	}
