@@ -151,12 +151,16 @@ type sessionCache struct {
 
 	mu      sync.Mutex
 	entries map[string]time.Time // session id → checked-active-until
+	// forgotten holds sessions revoked on this node in the last TTL, so that
+	// a check that read the session just before its revocation committed
+	// does not cache it as active again.
+	forgotten map[string]time.Time
 }
 
 const maxCachedSessions = 100_000
 
 func newSessionCache(d *db.DB, ttl time.Duration) *sessionCache {
-	return &sessionCache{db: d, ttl: ttl, entries: make(map[string]time.Time)}
+	return &sessionCache{db: d, ttl: ttl, entries: make(map[string]time.Time), forgotten: make(map[string]time.Time)}
 }
 
 func (c *sessionCache) active(ctx context.Context, sessionID string) (bool, error) {
@@ -179,6 +183,10 @@ func (c *sessionCache) active(ctx context.Context, sessionID string) (bool, erro
 		return false, nil
 	}
 	c.mu.Lock()
+	if at, ok := c.forgotten[sessionID]; ok && !at.Before(now) {
+		c.mu.Unlock()
+		return true, nil // active when read, but revoked since: do not cache
+	}
 	if len(c.entries) >= maxCachedSessions {
 		for id, u := range c.entries {
 			if !now.Before(u) {
@@ -195,10 +203,17 @@ func (c *sessionCache) active(ctx context.Context, sessionID string) (bool, erro
 }
 
 func (c *sessionCache) forget(sessionIDs ...string) {
+	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for id, at := range c.forgotten {
+		if now.Sub(at) > c.ttl {
+			delete(c.forgotten, id)
+		}
+	}
 	for _, id := range sessionIDs {
 		delete(c.entries, id)
+		c.forgotten[id] = now
 	}
 }
 
