@@ -8,6 +8,69 @@ import (
 	"time"
 )
 
+type Conversation struct {
+	ID            string
+	Kind          int16
+	LastSeq       int64
+	LastMessageAt time.Time
+	CreatedAt     time.Time
+}
+
+type DirectPair struct {
+	UserLow        string
+	UserHigh       string
+	ConversationID string
+}
+
+type Member struct {
+	ConversationID string
+	UserID         string
+	Role           int16
+	JoinedSeq      int64
+	ReadSeq        int64
+	ClearedSeq     int64
+	SentCount      int64
+	Muted          bool
+	PinnedAt       *time.Time
+	JoinedAt       time.Time
+	LeftSeq        *int64
+	LeftAt         *time.Time
+}
+
+type Membership struct {
+	ConversationID string
+	UserID         string
+	Role           int16
+	JoinedSeq      int64
+	ReadSeq        int64
+	ClearedSeq     int64
+	SentCount      int64
+	Muted          bool
+	PinnedAt       *time.Time
+	JoinedAt       time.Time
+	LeftSeq        *int64
+	LeftAt         *time.Time
+	Kind           int16
+	LastSeq        int64
+	LastMessageAt  time.Time
+	CreatedAt      time.Time
+	VisibleLastSeq int64
+}
+
+type Message struct {
+	ConversationID string
+	Seq            int64
+	ID             string
+	SenderID       *string
+	ClientMsgID    *string
+	Kind           int16
+	Content        []byte
+	ReplyToSeq     int64
+	MentionUserIds []string
+	RecalledAt     *time.Time
+	CreatedAt      time.Time
+}
+
 type ServerSecret struct {
 	Name      string
 	Secret    []byte

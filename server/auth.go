@@ -20,6 +20,7 @@ type authService struct {
 	db     *db.DB
 	hasher *passwordHasher
 	tokens *tokens
+	hub    *hub
 	cfg    Config
 
 	loginByAccount *keyedLimiter
@@ -27,11 +28,12 @@ type authService struct {
 	registerByAddr *keyedLimiter
 }
 
-func newAuthService(d *db.DB, hasher *passwordHasher, t *tokens, cfg Config) *authService {
+func newAuthService(d *db.DB, hasher *passwordHasher, t *tokens, h *hub, cfg Config) *authService {
 	return &authService{
 		db:             d,
 		hasher:         hasher,
 		tokens:         t,
+		hub:            h,
 		cfg:            cfg,
 		loginByAccount: newKeyedLimiter(cfg.LoginPerAccount, 100_000),
 		loginByAddress: newKeyedLimiter(cfg.LoginPerAddress, 100_000),
@@ -165,9 +167,11 @@ func (s *authService) Refresh(ctx context.Context, req *parleyv1.RefreshRequest)
 			// copy. We cannot tell which, so the session ends for both.
 			outcome = refreshReused
 			session.ID = spent.SessionID
-			if _, err := q.RevokeSessionByID(ctx, db.RevokeSessionByIDParams{ID: spent.SessionID, RevokeReason: ptr("refresh token reuse")}); err != nil && !db.IsNoRows(err) {
+			revoked, err := q.RevokeSessionByID(ctx, db.RevokeSessionByIDParams{ID: spent.SessionID, RevokeReason: ptr("refresh token reuse")})
+			if err != nil && !db.IsNoRows(err) {
 				return fmt.Errorf("revoke session after reuse: %w", err)
 			}
+			session.UserID = revoked.UserID // empty when it was revoked already
 			return nil
 		}
 		if err != nil {
@@ -206,6 +210,7 @@ func (s *authService) Refresh(ctx context.Context, req *parleyv1.RefreshRequest)
 		return nil, errSessionRevoked
 	case refreshReused:
 		s.tokens.sessions.forget(session.ID)
+		s.hub.endSessions(session.UserID, session.ID)
 		return nil, errRefreshReused
 	}
 	toks, err := s.issue(session, next, now)
@@ -266,6 +271,7 @@ func (s *authService) revoke(ctx context.Context, userID, sessionID, reason stri
 	// The cache is keyed by the id as tokens carry it (PostgreSQL's canonical
 	// lower-case form); the client may have sent it in another case.
 	s.tokens.sessions.forget(revoked.ID)
+	s.hub.endSessions(userID, revoked.ID)
 	return nil
 }
 
@@ -356,6 +362,7 @@ func (s *authService) ChangePassword(ctx context.Context, req *parleyv1.ChangePa
 		return nil, err
 	}
 	s.tokens.sessions.forget(revoked...)
+	s.hub.endSessions(c.UserID, revoked...)
 	return &parleyv1.ChangePasswordResponse{}, nil
 }
 

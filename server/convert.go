@@ -1,7 +1,10 @@
 package server
 
 import (
+	"fmt"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -44,4 +47,41 @@ func sessionToProto(s db.Session, currentID string) *parleyv1.Session {
 		LastUsedTime:  timestamp(s.LastUsedAt),
 		Current:       s.ID == currentID,
 	}
+}
+
+// messageToProto decodes a stored log entry. A recalled message keeps its
+// place in the log but loses its content.
+func messageToProto(m db.Message) (*parleyv1.Message, error) {
+	out := &parleyv1.Message{}
+	if m.RecalledAt == nil {
+		if err := proto.Unmarshal(m.Content, out); err != nil {
+			return nil, fmt.Errorf("decode message %s/%d: %w", m.ConversationID, m.Seq, err)
+		}
+		out.MentionUserIds = m.MentionUserIds
+	}
+	out.ConversationId = m.ConversationID
+	out.Seq = m.Seq
+	out.Id = m.ID
+	if m.SenderID != nil {
+		out.SenderId = *m.SenderID
+	}
+	if m.ClientMsgID != nil {
+		out.ClientMsgId = *m.ClientMsgID
+	}
+	out.CreateTime = timestamp(m.CreatedAt)
+	out.ReplyToSeq = m.ReplyToSeq
+	out.Recalled = m.RecalledAt != nil
+	return out, nil
+}
+
+func messagesToProto(rows []db.Message) ([]*parleyv1.Message, error) {
+	out := make([]*parleyv1.Message, 0, len(rows))
+	for _, r := range rows {
+		m, err := messageToProto(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }

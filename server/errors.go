@@ -30,6 +30,17 @@ var (
 	errTokenInvalid      = errors.New("access token is not valid")
 	errTokenExpired      = errors.New("access token has expired; refresh it")
 	errPasswordSameAsOld = errors.New("new_password must differ from current_password")
+
+	errConversationNotFound = errors.New("conversation not found")
+	errMessageNotFound      = errors.New("message not found")
+	errNotMember            = errors.New("you are no longer a member of this conversation")
+	errFriendsOnly          = errors.New("this user accepts direct messages from contacts only")
+	errStrangerLimit        = errors.New("this user accepts at most 3 messages from people who are not their contacts until they reply")
+	errTooManyStreams       = errors.New("too many open streams for this user; close one first")
+	errSlowSubscriber       = errors.New("stream fell behind and was closed; subscribe again with your cursors")
+	errStreamSessionEnded   = errors.New("session has been revoked; log in again")
+	// errLostRace is internal: a concurrent request created what we meant to.
+	errLostRace = errors.New("lost a creation race")
 )
 
 var errorCodes = map[error]connect.Code{
@@ -47,6 +58,15 @@ var errorCodes = map[error]connect.Code{
 	errTokenInvalid:      connect.CodeUnauthenticated,
 	errTokenExpired:      connect.CodeUnauthenticated,
 	errPasswordSameAsOld: connect.CodeInvalidArgument,
+
+	errConversationNotFound: connect.CodeNotFound,
+	errMessageNotFound:      connect.CodeNotFound,
+	errNotMember:            connect.CodePermissionDenied,
+	errFriendsOnly:          connect.CodePermissionDenied,
+	errStrangerLimit:        connect.CodePermissionDenied,
+	errTooManyStreams:       connect.CodeResourceExhausted,
+	errSlowSubscriber:       connect.CodeResourceExhausted,
+	errStreamSessionEnded:   connect.CodeUnauthenticated,
 }
 
 // toConnectError maps err to what the client sees. A *connect.Error passes

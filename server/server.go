@@ -45,6 +45,15 @@ type Config struct {
 	CORSOrigins []string
 	// MaxRequestBytes bounds the size of one request message.
 	MaxRequestBytes int
+	// SendPerUser throttles Send per user.
+	SendPerUser Rate
+	// StreamBuffer is how many events a Subscribe stream may fall behind
+	// before it is closed and must resume from its cursors.
+	StreamBuffer int
+	// MaxStreamsPerUser bounds a user's open Subscribe streams per node.
+	MaxStreamsPerUser int
+	// HeartbeatInterval is how often Subscribe sends positions.
+	HeartbeatInterval time.Duration
 }
 
 // DefaultConfig returns the production configuration.
@@ -58,6 +67,10 @@ func DefaultConfig() Config {
 		LoginPerAddress:    Rate{Burst: 100, Per: 10 * time.Minute},
 		RegisterPerAddress: Rate{Burst: 20, Per: time.Hour},
 		MaxRequestBytes:    1 << 20,
+		SendPerUser:        Rate{Burst: 200, Per: 10 * time.Second},
+		StreamBuffer:       1024,
+		MaxStreamsPerUser:  10,
+		HeartbeatInterval:  30 * time.Second,
 	}
 }
 
@@ -68,6 +81,7 @@ type Server struct {
 	cfg     Config
 	tokens  *tokens
 	auth    *authService
+	msgs    *messagesService
 	metrics *metrics
 	reg     *prometheus.Registry
 	health  *healthChecker
@@ -89,16 +103,19 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
+	h := newHub(cfg.StreamBuffer)
 	return &Server{
 		db:      d,
 		logger:  logger,
 		cfg:     cfg,
 		tokens:  toks,
-		auth:    newAuthService(d, hasher, toks, cfg),
+		auth:    newAuthService(d, hasher, toks, h, cfg),
+		msgs:    newMessagesService(d, h, toks, cfg),
 		metrics: m,
 		reg:     reg,
 		health: &healthChecker{db: d, services: map[string]bool{
-			parleyv1connect.AuthServiceName: true,
+			parleyv1connect.AuthServiceName:     true,
+			parleyv1connect.MessagesServiceName: true,
 		}},
 	}, nil
 }
@@ -130,9 +147,11 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(path string, h http.Handler) { mux.Handle(path, authMiddleware.Wrap(h)) }
 	handle(parleyv1connect.NewAuthServiceHandler(s.auth, opts...))
+	handle(parleyv1connect.NewMessagesServiceHandler(s.msgs, opts...))
 
 	services := []string{
 		parleyv1connect.AuthServiceName,
+		parleyv1connect.MessagesServiceName,
 		grpchealth.HealthV1ServiceName,
 		grpcreflect.ReflectV1ServiceName,
 		grpcreflect.ReflectV1AlphaServiceName,

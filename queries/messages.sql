@@ -1,0 +1,82 @@
+-- name: CreateConversation :one
+INSERT INTO conversations (kind) VALUES ($1) RETURNING *;
+
+-- name: GetDirectConversationID :one
+SELECT conversation_id FROM direct_pairs WHERE user_low = $1 AND user_high = $2;
+
+-- InsertDirectPair claims the pair for a new conversation; it returns no row
+-- when a concurrent request claimed it first.
+-- name: InsertDirectPair :one
+INSERT INTO direct_pairs (user_low, user_high, conversation_id) VALUES ($1, $2, $3)
+ON CONFLICT (user_low, user_high) DO NOTHING
+RETURNING conversation_id;
+
+-- name: AddMember :exec
+INSERT INTO members (conversation_id, user_id, role, joined_seq) VALUES ($1, $2, $3, $4);
+
+-- LockConversation takes the conversation's row lock: every writer of one log
+-- queues here, so seqs are allocated in commit order without gaps.
+-- name: LockConversation :one
+SELECT * FROM conversations WHERE id = $1 FOR UPDATE;
+
+-- name: AllocateSeq :one
+UPDATE conversations SET last_seq = last_seq + 1, last_message_at = now()
+WHERE id = $1
+RETURNING last_seq, last_message_at;
+
+-- name: GetMessageByClientID :one
+SELECT * FROM messages WHERE sender_id = $1 AND client_msg_id = $2;
+
+-- name: InsertMessage :one
+INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING *;
+
+-- MarkSent records a member's message: sending reads everything before it.
+-- name: MarkSent :exec
+UPDATE members SET read_seq = GREATEST(read_seq, @seq::bigint), sent_count = sent_count + 1
+WHERE conversation_id = @conversation_id AND user_id = @user_id;
+
+-- name: GetMembership :one
+SELECT * FROM memberships WHERE conversation_id = $1 AND user_id = $2;
+
+-- name: ListMemberships :many
+SELECT * FROM memberships WHERE user_id = $1;
+
+-- ListConversationPage orders the user's conversations for the list: pinned
+-- first, then by last activity.
+-- name: ListConversationPage :many
+SELECT * FROM memberships WHERE user_id = $1
+ORDER BY (pinned_at IS NOT NULL) DESC, pinned_at DESC, last_message_at DESC, conversation_id DESC
+LIMIT $2 OFFSET $3;
+
+-- name: ListConversationMembers :many
+SELECT * FROM members WHERE conversation_id = $1 ORDER BY joined_at, user_id;
+
+-- name: GetMessage :one
+SELECT * FROM messages WHERE conversation_id = $1 AND seq = $2;
+
+-- ListMessagesAfter returns entries after_seq < seq <= until_seq, oldest first.
+-- name: ListMessagesAfter :many
+SELECT * FROM messages
+WHERE conversation_id = @conversation_id AND seq > @after_seq AND seq <= @until_seq
+ORDER BY seq
+LIMIT @max_rows;
+
+-- ListMessagesBefore returns entries from_seq <= seq < before_seq, newest first.
+-- name: ListMessagesBefore :many
+SELECT * FROM messages
+WHERE conversation_id = @conversation_id AND seq < @before_seq AND seq >= @from_seq
+ORDER BY seq DESC
+LIMIT @max_rows;
+
+-- MarkRead moves a read cursor forward only, and never past what the member
+-- may see.
+-- name: MarkRead :one
+UPDATE members m SET read_seq = GREATEST(m.read_seq, LEAST(@seq::bigint, COALESCE(m.left_seq, c.last_seq)))
+FROM conversations c
+WHERE c.id = m.conversation_id AND m.conversation_id = @conversation_id AND m.user_id = @user_id
+RETURNING m.read_seq;
+
+-- name: ActiveSince :many
+SELECT * FROM memberships WHERE user_id = $1 AND last_message_at >= $2;

@@ -1,0 +1,121 @@
+package server
+
+import (
+	"sync"
+
+	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
+)
+
+// hub fans live events out to the Subscribe streams open on this node. It is
+// a doorbell, not a record: a stream that misses an event (its buffer
+// overflowed, or a node's event never arrived) recovers from PostgreSQL.
+//
+// Publish never blocks. Each stream has a bounded buffer; a stream that falls
+// that far behind is cut off (its done channel closes with reason
+// overflowed) and its client resumes from its cursors, so one slow reader
+// costs neither the senders nor the other streams, and memory stays bounded.
+type hub struct {
+	buffer int
+
+	mu    sync.Mutex
+	users map[string]map[*subscription]struct{}
+}
+
+func newHub(buffer int) *hub {
+	return &hub{buffer: buffer, users: make(map[string]map[*subscription]struct{})}
+}
+
+// endReason says why the hub ended a subscription.
+type endReason int
+
+const (
+	endNone       endReason = iota
+	endOverflowed           // the stream could not keep up
+	endRevoked              // its session was revoked
+)
+
+// subscription is one stream's registration with the hub.
+type subscription struct {
+	userID    string
+	sessionID string
+	events    chan *parleyv1.SubscribeResponse
+	done      chan struct{}
+
+	once   sync.Once
+	reason endReason // written before done closes
+}
+
+func (s *subscription) end(r endReason) {
+	s.once.Do(func() {
+		s.reason = r
+		close(s.done)
+	})
+}
+
+// subscribe registers a stream of userID's session, unless the user already
+// has maxPerUser streams on this node. Call unsubscribe when the stream ends.
+func (h *hub) subscribe(userID, sessionID string, maxPerUser int) (*subscription, bool) {
+	s := &subscription{
+		userID:    userID,
+		sessionID: sessionID,
+		events:    make(chan *parleyv1.SubscribeResponse, h.buffer),
+		done:      make(chan struct{}),
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	subs := h.users[userID]
+	if maxPerUser > 0 && len(subs) >= maxPerUser {
+		return nil, false
+	}
+	if subs == nil {
+		subs = make(map[*subscription]struct{})
+		h.users[userID] = subs
+	}
+	subs[s] = struct{}{}
+	return s, true
+}
+
+func (h *hub) unsubscribe(s *subscription) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if subs := h.users[s.userID]; subs != nil {
+		delete(subs, s)
+		if len(subs) == 0 {
+			delete(h.users, s.userID)
+		}
+	}
+	s.end(endNone)
+}
+
+// publish delivers ev to every stream of every user in userIDs, skipping the
+// stream of skipSession (a device need not hear its own typing, say). The
+// event is shared, not copied: streams must not modify it.
+func (h *hub) publish(userIDs []string, skipSession string, ev *parleyv1.SubscribeResponse) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, u := range userIDs {
+		for s := range h.users[u] {
+			if skipSession != "" && s.sessionID == skipSession {
+				continue
+			}
+			select {
+			case s.events <- ev:
+			default:
+				s.end(endOverflowed)
+			}
+		}
+	}
+}
+
+// endSessions ends the streams of the given sessions, for logout and revocation.
+func (h *hub) endSessions(userID string, sessionIDs ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.users[userID] {
+		for _, id := range sessionIDs {
+			if s.sessionID == id {
+				s.end(endRevoked)
+			}
+		}
+	}
+}

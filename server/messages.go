@@ -1,0 +1,550 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-chat/parley/db"
+	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
+	"github.com/parley-chat/parley/gen/go/parley/v1/parleyv1connect"
+)
+
+// strangerLimit is how many messages a non-contact may send to a user whose
+// privacy is "strangers limited" before that user replies.
+const strangerLimit = 3
+
+// message kinds as stored in messages.kind.
+const (
+	kindText int16 = iota + 1
+	kindImage
+	kindVoice
+	kindVideo
+	kindFile
+	kindSystem
+)
+
+// messagesService implements parley.v1.MessagesService.
+type messagesService struct {
+	parleyv1connect.UnimplementedMessagesServiceHandler
+
+	db      *db.DB
+	hub     *hub
+	tokens  *tokens
+	cfg     Config
+	sends   *keyedLimiter
+	heartbt time.Duration
+}
+
+func newMessagesService(d *db.DB, h *hub, t *tokens, cfg Config) *messagesService {
+	return &messagesService{
+		db:      d,
+		hub:     h,
+		tokens:  t,
+		cfg:     cfg,
+		sends:   newKeyedLimiter(cfg.SendPerUser, 100_000),
+		heartbt: cfg.HeartbeatInterval,
+	}
+}
+
+func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (*parleyv1.SendResponse, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ok, wait := s.sends.allow(c.UserID, time.Now()); !ok {
+		return nil, resourceExhausted("sending too fast; slow down", wait)
+	}
+	kind, content, err := sendContent(req)
+	if err != nil {
+		return nil, err
+	}
+	convID := req.GetConversationId()
+	if peer := req.GetUserId(); peer != "" {
+		if convID, err = s.directConversation(ctx, c.UserID, peer); err != nil {
+			return nil, err
+		}
+	}
+
+	var (
+		msg        db.Message
+		duplicate  bool
+		recipients []string
+	)
+	err = s.db.Tx(ctx, func(q *db.Queries) error {
+		// A retry of a committed Send returns the original. Checked again
+		// under the conversation lock, where a racing retry has committed.
+		if msg, duplicate, err = existingSend(ctx, q, c.UserID, req.GetClientMsgId()); err != nil || duplicate {
+			return err
+		}
+		conv, err := q.LockConversation(ctx, convID)
+		if db.IsNoRows(err) {
+			return errConversationNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock conversation: %w", err)
+		}
+		if msg, duplicate, err = existingSend(ctx, q, c.UserID, req.GetClientMsgId()); err != nil || duplicate {
+			return err
+		}
+		me, err := q.GetMembership(ctx, db.GetMembershipParams{ConversationID: convID, UserID: c.UserID})
+		if db.IsNoRows(err) {
+			return errConversationNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("get membership: %w", err)
+		}
+		if me.LeftSeq != nil {
+			return errNotMember
+		}
+		members, err := q.ListConversationMembers(ctx, convID)
+		if err != nil {
+			return fmt.Errorf("list members: %w", err)
+		}
+		recipients = recipients[:0]
+		for _, m := range members {
+			if m.LeftSeq == nil {
+				recipients = append(recipients, m.UserID)
+			}
+		}
+		if err := s.admit(ctx, q, conv, me, members, req); err != nil {
+			return err
+		}
+		pos, err := q.AllocateSeq(ctx, convID)
+		if err != nil {
+			return fmt.Errorf("allocate seq: %w", err)
+		}
+		clientID := req.GetClientMsgId()
+		msg, err = q.InsertMessage(ctx, db.InsertMessageParams{
+			ConversationID: convID,
+			Seq:            pos.LastSeq,
+			SenderID:       &c.UserID,
+			ClientMsgID:    &clientID,
+			Kind:           kind,
+			Content:        content,
+			ReplyToSeq:     req.GetReplyToSeq(),
+			MentionUserIds: req.GetMentionUserIds(),
+			CreatedAt:      pos.LastMessageAt,
+		})
+		if err != nil {
+			return fmt.Errorf("insert message: %w", err)
+		}
+		if err := q.MarkSent(ctx, db.MarkSentParams{ConversationID: convID, UserID: c.UserID, Seq: pos.LastSeq}); err != nil {
+			return fmt.Errorf("advance sender's read cursor: %w", err)
+		}
+		return nil
+	})
+	if db.IsUniqueViolation(err, "messages_sender_id_client_msg_id_key") {
+		// A concurrent retry won between our checks and our insert.
+		msg, err = s.db.GetMessageByClientID(ctx, db.GetMessageByClientIDParams{SenderID: &c.UserID, ClientMsgID: ptr(req.GetClientMsgId())})
+		duplicate = true
+	}
+	if err != nil {
+		return nil, err
+	}
+	out, err := messageToProto(msg)
+	if err != nil {
+		return nil, err
+	}
+	if !duplicate {
+		// After commit: a stream never sees a message the database lacks.
+		s.hub.publish(recipients, "", &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: out}})
+	}
+	return &parleyv1.SendResponse{
+		ConversationId: out.GetConversationId(),
+		Seq:            out.GetSeq(),
+		MessageId:      out.GetId(),
+		CreateTime:     out.GetCreateTime(),
+		Message:        out,
+	}, nil
+}
+
+func existingSend(ctx context.Context, q *db.Queries, senderID, clientMsgID string) (db.Message, bool, error) {
+	m, err := q.GetMessageByClientID(ctx, db.GetMessageByClientIDParams{SenderID: &senderID, ClientMsgID: &clientMsgID})
+	if db.IsNoRows(err) {
+		return db.Message{}, false, nil
+	}
+	if err != nil {
+		return db.Message{}, false, fmt.Errorf("look up client message id: %w", err)
+	}
+	return m, true, nil
+}
+
+// admit applies the rules a message must pass beyond membership: replies
+// and mentions must point inside the conversation, and a direct message must
+// respect the recipient's privacy setting.
+func (s *messagesService) admit(ctx context.Context, q *db.Queries, conv db.Conversation, me db.Membership, members []db.Member, req *parleyv1.SendRequest) error {
+	if r := req.GetReplyToSeq(); r != 0 && (r < me.JoinedSeq || r <= me.ClearedSeq || r > conv.LastSeq) {
+		return invalidArgument("reply_to_seq", "parley.reply_in_view", "must be a message of this conversation you can see")
+	}
+	if len(req.GetMentionUserIds()) > 0 {
+		if conv.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_GROUP) {
+			return invalidArgument("mention_user_ids", "parley.mentions_in_groups", "mentions are for group conversations only")
+		}
+		for _, id := range req.GetMentionUserIds() {
+			if !slices.ContainsFunc(members, func(m db.Member) bool { return m.UserID == id && m.LeftSeq == nil }) {
+				return invalidArgument("mention_user_ids", "parley.mention_members", "must name current members of the group")
+			}
+		}
+	}
+	if conv.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT) {
+		return nil
+	}
+	var peer db.Member
+	for _, m := range members {
+		if m.UserID != me.UserID {
+			peer = m
+		}
+	}
+	recipient, err := q.GetUser(ctx, peer.UserID)
+	if err != nil {
+		return fmt.Errorf("get recipient: %w", err)
+	}
+	// Contacts arrive with ContactsService; until then every sender is a
+	// stranger to the recipient.
+	switch parleyv1.MessagePrivacy(recipient.MessagePrivacy) {
+	case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_FRIENDS_ONLY:
+		return errFriendsOnly
+	case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_STRANGERS_LIMITED:
+		if peer.SentCount == 0 && me.SentCount >= strangerLimit {
+			return errStrangerLimit
+		}
+	}
+	return nil
+}
+
+// sendContent encodes the content of a Send for storage.
+func sendContent(req *parleyv1.SendRequest) (int16, []byte, error) {
+	var stored parleyv1.Message
+	var kind int16
+	switch content := req.GetContent().(type) {
+	case *parleyv1.SendRequest_Text:
+		stored.Content = &parleyv1.Message_Text{Text: content.Text}
+		kind = kindText
+	case *parleyv1.SendRequest_Image, *parleyv1.SendRequest_Voice, *parleyv1.SendRequest_Video, *parleyv1.SendRequest_File:
+		return 0, nil, invalidArgument("content", "parley.media_unavailable", "media messages need MediaService, which this server does not offer yet; send text")
+	default:
+		return 0, nil, invalidArgument("content", "parley.content_required", "a message needs content")
+	}
+	b, err := proto.Marshal(&stored)
+	if err != nil {
+		return 0, nil, fmt.Errorf("encode content: %w", err)
+	}
+	return kind, b, nil
+}
+
+// directConversation returns the direct conversation of two users, creating
+// it on first use. Two first messages racing create one conversation.
+func (s *messagesService) directConversation(ctx context.Context, me, peer string) (string, error) {
+	if peer == me {
+		return "", invalidArgument("user_id", "parley.not_self", "cannot start a direct conversation with yourself")
+	}
+	low, high := min(me, peer), max(me, peer)
+	id, err := s.db.GetDirectConversationID(ctx, db.GetDirectConversationIDParams{UserLow: low, UserHigh: high})
+	if err == nil {
+		return id, nil
+	}
+	if !db.IsNoRows(err) {
+		return "", fmt.Errorf("look up direct conversation: %w", err)
+	}
+	err = s.db.Tx(ctx, func(q *db.Queries) error {
+		if _, err := q.GetUser(ctx, peer); db.IsNoRows(err) {
+			return errUserNotFound
+		} else if err != nil {
+			return fmt.Errorf("get peer: %w", err)
+		}
+		conv, err := q.CreateConversation(ctx, int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT))
+		if err != nil {
+			return fmt.Errorf("create conversation: %w", err)
+		}
+		id, err = q.InsertDirectPair(ctx, db.InsertDirectPairParams{UserLow: low, UserHigh: high, ConversationID: conv.ID})
+		if db.IsNoRows(err) {
+			return errLostRace
+		}
+		if err != nil {
+			return fmt.Errorf("claim direct pair: %w", err)
+		}
+		for _, u := range []string{low, high} {
+			if err := q.AddMember(ctx, db.AddMemberParams{ConversationID: conv.ID, UserID: u, Role: int16(parleyv1.MemberRole_MEMBER_ROLE_MEMBER), JoinedSeq: 1}); err != nil {
+				return fmt.Errorf("add member: %w", err)
+			}
+		}
+		return nil
+	})
+	if err == errLostRace {
+		// The other user's first message created it: use theirs.
+		return s.db.GetDirectConversationID(ctx, db.GetDirectConversationIDParams{UserLow: low, UserHigh: high})
+	}
+	return id, err
+}
+
+func (s *messagesService) CreateDirectConversation(ctx context.Context, req *parleyv1.CreateDirectConversationRequest) (*parleyv1.CreateDirectConversationResponse, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := s.directConversation(ctx, c.UserID, req.GetUserId())
+	if err != nil {
+		return nil, err
+	}
+	conv, err := s.conversation(ctx, c.UserID, id)
+	if err != nil {
+		return nil, err
+	}
+	return &parleyv1.CreateDirectConversationResponse{Conversation: conv}, nil
+}
+
+func (s *messagesService) GetConversation(ctx context.Context, req *parleyv1.GetConversationRequest) (*parleyv1.GetConversationResponse, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conv, err := s.conversation(ctx, c.UserID, req.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	return &parleyv1.GetConversationResponse{Conversation: conv}, nil
+}
+
+// membership returns the caller's place in a conversation. A conversation
+// the caller never belonged to is NotFound, whether or not it exists.
+func (s *messagesService) membership(ctx context.Context, userID, convID string) (db.Membership, error) {
+	m, err := s.db.GetMembership(ctx, db.GetMembershipParams{ConversationID: convID, UserID: userID})
+	if db.IsNoRows(err) {
+		return m, errConversationNotFound
+	}
+	if err != nil {
+		return m, fmt.Errorf("get membership: %w", err)
+	}
+	return m, nil
+}
+
+func (s *messagesService) conversation(ctx context.Context, userID, convID string) (*parleyv1.Conversation, error) {
+	m, err := s.membership(ctx, userID, convID)
+	if err != nil {
+		return nil, err
+	}
+	return s.conversationView(ctx, m)
+}
+
+// conversationView builds the caller's view of a conversation from their
+// membership: peer, preview, unread count and the others' read cursors.
+func (s *messagesService) conversationView(ctx context.Context, m db.Membership) (*parleyv1.Conversation, error) {
+	out := &parleyv1.Conversation{
+		Id:          m.ConversationID,
+		Kind:        parleyv1.ConversationKind(m.Kind),
+		LastSeq:     m.VisibleLastSeq,
+		ReadSeq:     m.ReadSeq,
+		JoinedSeq:   m.JoinedSeq,
+		ClearedSeq:  m.ClearedSeq,
+		UnreadCount: max(m.VisibleLastSeq-m.ReadSeq, 0),
+		Muted:       m.Muted,
+		Pinned:      m.PinnedAt != nil,
+		Membership:  parleyv1.MembershipState_MEMBERSHIP_STATE_ACTIVE,
+		CreateTime:  timestamp(m.CreatedAt),
+		UpdateTime:  timestamp(m.LastMessageAt),
+	}
+	if m.LeftSeq != nil {
+		out.Membership = parleyv1.MembershipState_MEMBERSHIP_STATE_LEFT
+	}
+	members, err := s.db.ListConversationMembers(ctx, m.ConversationID)
+	if err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	peerRead := int64(-1)
+	for _, other := range members {
+		if other.LeftSeq != nil {
+			continue
+		}
+		out.MemberCount++
+		if other.UserID == m.UserID {
+			continue
+		}
+		if peerRead < 0 || other.ReadSeq < peerRead {
+			peerRead = other.ReadSeq
+		}
+		if out.Kind == parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT {
+			peer, err := s.db.GetUser(ctx, other.UserID)
+			if err != nil {
+				return nil, fmt.Errorf("get peer: %w", err)
+			}
+			out.Peer = userToProto(peer)
+			out.Title = peer.DisplayName
+			if peer.AvatarMediaID != nil {
+				out.AvatarMediaId = *peer.AvatarMediaID
+			}
+		}
+	}
+	out.PeerReadSeq = max(peerRead, 0)
+	if last := m.VisibleLastSeq; last > 0 && last > m.ClearedSeq && last >= m.JoinedSeq {
+		row, err := s.db.GetMessage(ctx, db.GetMessageParams{ConversationID: m.ConversationID, Seq: last})
+		if err != nil {
+			return nil, fmt.Errorf("get last message: %w", err)
+		}
+		if out.LastMessage, err = messageToProto(row); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+const (
+	defaultListMessages      = 50
+	defaultListConversations = 50
+	latestPageOnSubscribe    = 20
+)
+
+func (s *messagesService) ListMessages(ctx context.Context, req *parleyv1.ListMessagesRequest) (*parleyv1.ListMessagesResponse, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.membership(ctx, c.UserID, req.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = defaultListMessages
+	}
+	lo, hi := visibleRange(m)
+	var rows []db.Message
+	if req.Position != nil && req.GetBeforeSeq() == 0 {
+		rows, err = s.db.ListMessagesAfter(ctx, db.ListMessagesAfterParams{
+			ConversationID: m.ConversationID, AfterSeq: max(req.GetAfterSeq(), lo-1), UntilSeq: hi, MaxRows: int32(limit + 1),
+		})
+	} else {
+		before := hi + 1
+		if b := req.GetBeforeSeq(); b != 0 {
+			before = min(b, before)
+		}
+		rows, err = s.db.ListMessagesBefore(ctx, db.ListMessagesBeforeParams{
+			ConversationID: m.ConversationID, BeforeSeq: before, FromSeq: lo, MaxRows: int32(limit + 1),
+		})
+		slices.Reverse(rows)
+		if len(rows) > limit {
+			rows = rows[1:] // the extra row is the oldest
+			return s.messagesPage(rows, true)
+		}
+		return s.messagesPage(rows, false)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list messages: %w", err)
+	}
+	if len(rows) > limit {
+		return s.messagesPage(rows[:limit], true)
+	}
+	return s.messagesPage(rows, false)
+}
+
+func (s *messagesService) messagesPage(rows []db.Message, more bool) (*parleyv1.ListMessagesResponse, error) {
+	msgs, err := messagesToProto(rows)
+	if err != nil {
+		return nil, err
+	}
+	return &parleyv1.ListMessagesResponse{Messages: msgs, HasMore: more}, nil
+}
+
+// visibleRange is the seqs a member may read: lo ≤ seq ≤ hi.
+func visibleRange(m db.Membership) (lo, hi int64) {
+	return max(m.JoinedSeq, m.ClearedSeq+1), m.VisibleLastSeq
+}
+
+func (s *messagesService) ListConversations(ctx context.Context, req *parleyv1.ListConversationsRequest) (*parleyv1.ListConversationsResponse, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size := int(req.GetPageSize())
+	if size == 0 {
+		size = defaultListConversations
+	}
+	offset := 0
+	if t := req.GetPageToken(); t != "" {
+		if offset, err = strconv.Atoi(t); err != nil || offset < 0 {
+			return nil, errBadPageToken
+		}
+	}
+	rows, err := s.db.ListConversationPage(ctx, db.ListConversationPageParams{UserID: c.UserID, Limit: int32(size + 1), Offset: int32(offset)})
+	if err != nil {
+		return nil, fmt.Errorf("list conversations: %w", err)
+	}
+	res := &parleyv1.ListConversationsResponse{}
+	if len(rows) > size {
+		rows = rows[:size]
+		res.NextPageToken = strconv.Itoa(offset + size)
+	}
+	for _, m := range rows {
+		conv, err := s.conversationView(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		res.Conversations = append(res.Conversations, conv)
+	}
+	return res, nil
+}
+
+func (s *messagesService) MarkRead(ctx context.Context, req *parleyv1.MarkReadRequest) (*parleyv1.MarkReadResponse, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.membership(ctx, c.UserID, req.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	readSeq, err := s.db.MarkRead(ctx, db.MarkReadParams{ConversationID: m.ConversationID, UserID: c.UserID, Seq: req.GetSeq()})
+	if err != nil {
+		return nil, fmt.Errorf("mark read: %w", err)
+	}
+	if readSeq > m.ReadSeq && m.LeftSeq == nil {
+		members, err := s.db.ListConversationMembers(ctx, m.ConversationID)
+		if err != nil {
+			return nil, fmt.Errorf("list members: %w", err)
+		}
+		var to []string
+		for _, other := range members {
+			if other.LeftSeq == nil {
+				to = append(to, other.UserID)
+			}
+		}
+		s.hub.publish(to, c.SessionID, &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Read{Read: &parleyv1.ReadEvent{
+			ConversationId: m.ConversationID, UserId: c.UserID, Seq: readSeq,
+		}}})
+	}
+	return &parleyv1.MarkReadResponse{ReadSeq: readSeq, UnreadCount: max(m.VisibleLastSeq-readSeq, 0)}, nil
+}
+
+func (s *messagesService) GetReadReceipts(ctx context.Context, req *parleyv1.GetReadReceiptsRequest) (*parleyv1.GetReadReceiptsResponse, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.membership(ctx, c.UserID, req.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	if lo, hi := visibleRange(m); req.GetSeq() < lo || req.GetSeq() > hi {
+		return nil, errMessageNotFound
+	}
+	members, err := s.db.ListConversationMembers(ctx, m.ConversationID)
+	if err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	res := &parleyv1.GetReadReceiptsResponse{}
+	for _, other := range members {
+		if other.LeftSeq != nil || other.UserID == c.UserID {
+			continue
+		}
+		if other.ReadSeq >= req.GetSeq() {
+			res.ReaderIds = append(res.ReaderIds, other.UserID)
+		} else {
+			res.UnreadMemberCount++
+		}
+	}
+	return res, nil
+}

@@ -1,0 +1,338 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/parley-chat/parley/db"
+	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
+)
+
+const (
+	// backlogPage is how many entries one catch-up read takes.
+	backlogPage = 500
+	// sessionCheckInterval bounds how long a stream outlives its session's
+	// revocation on another node (the session cache adds its TTL).
+	sessionCheckInterval = time.Second
+	defaultSyncLimit     = 500
+)
+
+// streamView is what one stream has delivered of one conversation.
+type streamView struct {
+	lo        int64 // first seq the member may see
+	delivered int64 // last seq delivered (or the client already had)
+}
+
+// catchUp is the state of one Subscribe stream, written by its one goroutine.
+type catchUp struct {
+	s      *messagesService
+	userID string
+	send   func(*parleyv1.SubscribeResponse) error
+	views  map[string]*streamView
+}
+
+// Subscribe implements gap-free resume: register with the hub first, then
+// read the backlog from PostgreSQL, then drain live events, dropping what the
+// backlog already covered and reading any gap a live event reveals. Every
+// entry after the client's cursors is delivered exactly once, in seq order per
+// conversation.
+func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.SubscribeRequest, stream *connect.ServerStream[parleyv1.SubscribeResponse]) error {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return err
+	}
+	sub, ok := s.hub.subscribe(c.UserID, c.SessionID, s.cfg.MaxStreamsPerUser)
+	if !ok {
+		return errTooManyStreams
+	}
+	defer s.hub.unsubscribe(sub)
+
+	cu := &catchUp{s: s, userID: c.UserID, send: stream.Send, views: make(map[string]*streamView)}
+	started := time.Now()
+	if err := cu.backlog(ctx, req.GetCursors()); err != nil {
+		return err
+	}
+	if err := cu.heartbeat(nil); err != nil {
+		return err
+	}
+
+	beat := time.NewTicker(s.heartbt)
+	defer beat.Stop()
+	check := time.NewTicker(sessionCheckInterval)
+	defer check.Stop()
+	lastBeat := started
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sub.done:
+			switch sub.reason {
+			case endOverflowed:
+				return errSlowSubscriber
+			case endRevoked:
+				return errStreamSessionEnded
+			}
+			return nil
+		case ev := <-sub.events:
+			if err := cu.live(ctx, ev); err != nil {
+				return err
+			}
+		case now := <-beat.C:
+			// The heartbeat reads positions from PostgreSQL, not the hub, so
+			// it also heals an event the hub never delivered.
+			active, err := s.db.ActiveSince(ctx, db.ActiveSinceParams{UserID: c.UserID, LastMessageAt: lastBeat.Add(-time.Second)})
+			if err != nil {
+				return fmt.Errorf("read positions: %w", err)
+			}
+			lastBeat = now
+			for _, m := range active {
+				if err := cu.advance(ctx, m.ConversationID, m.VisibleLastSeq); err != nil {
+					return err
+				}
+			}
+			if err := cu.heartbeat(active); err != nil {
+				return err
+			}
+		case <-check.C:
+			ok, err := s.tokens.sessions.active(ctx, c.SessionID)
+			if err != nil {
+				return fmt.Errorf("check session: %w", err)
+			}
+			if !ok {
+				return errStreamSessionEnded
+			}
+		}
+	}
+}
+
+// backlog sends what the client lacks: entries after each cursor, new
+// conversations with their latest page, and removals.
+func (cu *catchUp) backlog(ctx context.Context, cursors []*parleyv1.Cursor) error {
+	have := make(map[string]int64, len(cursors))
+	for _, c := range cursors {
+		have[c.GetConversationId()] = c.GetSeq()
+	}
+	memberships, err := cu.s.db.ListMemberships(ctx, cu.userID)
+	if err != nil {
+		return fmt.Errorf("list memberships: %w", err)
+	}
+	// Oldest activity first, so the client's list fills in order.
+	slices.SortFunc(memberships, func(a, b db.Membership) int { return a.LastMessageAt.Compare(b.LastMessageAt) })
+	for _, m := range memberships {
+		cur, known := have[m.ConversationID]
+		delete(have, m.ConversationID)
+		if !known {
+			if err := cu.added(ctx, m); err != nil {
+				return err
+			}
+			continue
+		}
+		lo, hi := visibleRange(m)
+		cu.views[m.ConversationID] = &streamView{lo: lo, delivered: max(cur, lo-1)}
+		if hi > cur {
+			view, err := cu.s.conversationView(ctx, m)
+			if err != nil {
+				return err
+			}
+			if err := cu.send(conversationUpdated(view)); err != nil {
+				return err
+			}
+			if err := cu.advance(ctx, m.ConversationID, hi); err != nil {
+				return err
+			}
+		}
+	}
+	for id := range have {
+		if err := cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Conversation{Conversation: &parleyv1.ConversationEvent{
+			Change: &parleyv1.ConversationEvent_Removed{Removed: &parleyv1.ConversationRemoved{ConversationId: id}},
+		}}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// added sends a conversation new to the client with its latest page.
+func (cu *catchUp) added(ctx context.Context, m db.Membership) error {
+	lo, hi := visibleRange(m)
+	rows, err := cu.s.db.ListMessagesBefore(ctx, db.ListMessagesBeforeParams{
+		ConversationID: m.ConversationID, BeforeSeq: hi + 1, FromSeq: lo, MaxRows: latestPageOnSubscribe,
+	})
+	if err != nil {
+		return fmt.Errorf("latest page: %w", err)
+	}
+	slices.Reverse(rows)
+	msgs, err := messagesToProto(rows)
+	if err != nil {
+		return err
+	}
+	view, err := cu.s.conversationView(ctx, m)
+	if err != nil {
+		return err
+	}
+	cu.views[m.ConversationID] = &streamView{lo: lo, delivered: max(hi, lo-1)}
+	return cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Conversation{Conversation: &parleyv1.ConversationEvent{
+		Change: &parleyv1.ConversationEvent_Added{Added: &parleyv1.ConversationAdded{Conversation: view, LatestMessages: msgs}},
+	}}})
+}
+
+// advance delivers every entry of a conversation up to seq that this stream
+// has not delivered, reading them from PostgreSQL.
+func (cu *catchUp) advance(ctx context.Context, convID string, upTo int64) error {
+	v, ok := cu.views[convID]
+	if !ok {
+		m, err := cu.s.db.GetMembership(ctx, db.GetMembershipParams{ConversationID: convID, UserID: cu.userID})
+		if db.IsNoRows(err) {
+			return nil // not (or no longer) the user's
+		}
+		if err != nil {
+			return fmt.Errorf("get membership: %w", err)
+		}
+		return cu.added(ctx, m)
+	}
+	for v.delivered < upTo {
+		rows, err := cu.s.db.ListMessagesAfter(ctx, db.ListMessagesAfterParams{
+			ConversationID: convID, AfterSeq: v.delivered, UntilSeq: upTo, MaxRows: backlogPage,
+		})
+		if err != nil {
+			return fmt.Errorf("read backlog: %w", err)
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		for _, r := range rows {
+			msg, err := messageToProto(r)
+			if err != nil {
+				return err
+			}
+			if err := cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: msg}}); err != nil {
+				return err
+			}
+			v.delivered = r.Seq
+		}
+	}
+	return nil
+}
+
+// live handles one event from the hub.
+func (cu *catchUp) live(ctx context.Context, ev *parleyv1.SubscribeResponse) error {
+	msg := ev.GetMessage()
+	if msg == nil {
+		return cu.send(ev)
+	}
+	v, ok := cu.views[msg.GetConversationId()]
+	switch {
+	case !ok:
+		// A conversation born after the stream started: its latest page
+		// includes this message.
+		return cu.advance(ctx, msg.GetConversationId(), msg.GetSeq())
+	case msg.GetSeq() <= v.delivered:
+		return nil // the backlog already carried it
+	case msg.GetSeq() == v.delivered+1:
+		v.delivered = msg.GetSeq()
+		return cu.send(ev)
+	default:
+		// A seq jumped: read the gap, this message included, from the record.
+		return cu.advance(ctx, msg.GetConversationId(), msg.GetSeq())
+	}
+}
+
+func (cu *catchUp) heartbeat(active []db.Membership) error {
+	hb := &parleyv1.HeartbeatEvent{
+		ServerTime: timestamp(time.Now()),
+		Interval:   durationpb.New(cu.s.heartbt),
+	}
+	for _, m := range active {
+		hb.Positions = append(hb.Positions, &parleyv1.Cursor{ConversationId: m.ConversationID, Seq: m.VisibleLastSeq})
+	}
+	return cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Heartbeat{Heartbeat: hb}})
+}
+
+func conversationUpdated(c *parleyv1.Conversation) *parleyv1.SubscribeResponse {
+	return &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Conversation{Conversation: &parleyv1.ConversationEvent{
+		Change: &parleyv1.ConversationEvent_Updated{Updated: c},
+	}}}
+}
+
+// Sync is Subscribe's catch-up as pages, for clients that poll or batch.
+func (s *messagesService) Sync(ctx context.Context, req *parleyv1.SyncRequest) (*parleyv1.SyncResponse, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	budget := int(req.GetLimit())
+	if budget == 0 {
+		budget = defaultSyncLimit
+	}
+	have := make(map[string]int64, len(req.GetCursors()))
+	for _, cur := range req.GetCursors() {
+		have[cur.GetConversationId()] = cur.GetSeq()
+	}
+	memberships, err := s.db.ListMemberships(ctx, c.UserID)
+	if err != nil {
+		return nil, fmt.Errorf("list memberships: %w", err)
+	}
+	slices.SortFunc(memberships, func(a, b db.Membership) int { return a.LastMessageAt.Compare(b.LastMessageAt) })
+	res := &parleyv1.SyncResponse{}
+	for _, m := range memberships {
+		cur, known := have[m.ConversationID]
+		delete(have, m.ConversationID)
+		lo, hi := visibleRange(m)
+		var rows []db.Message
+		switch {
+		case !known:
+			if budget <= 0 {
+				res.HasMore = true
+				continue
+			}
+			rows, err = s.db.ListMessagesBefore(ctx, db.ListMessagesBeforeParams{
+				ConversationID: m.ConversationID, BeforeSeq: hi + 1, FromSeq: lo, MaxRows: int32(min(budget, latestPageOnSubscribe)),
+			})
+			slices.Reverse(rows)
+		case hi > cur:
+			if budget <= 0 {
+				res.HasMore = true
+				continue
+			}
+			rows, err = s.db.ListMessagesAfter(ctx, db.ListMessagesAfterParams{
+				ConversationID: m.ConversationID, AfterSeq: max(cur, lo-1), UntilSeq: hi, MaxRows: int32(budget),
+			})
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read messages: %w", err)
+		}
+		budget -= len(rows)
+		pos := cur
+		if !known {
+			pos = hi // the client starts from the latest page
+		} else if len(rows) > 0 {
+			pos = rows[len(rows)-1].Seq
+		}
+		if known && pos < hi {
+			res.HasMore = true
+		}
+		msgs, err := messagesToProto(rows)
+		if err != nil {
+			return nil, err
+		}
+		view, err := s.conversationView(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		res.Messages = append(res.Messages, msgs...)
+		res.Conversations = append(res.Conversations, view)
+		res.Positions = append(res.Positions, &parleyv1.Cursor{ConversationId: m.ConversationID, Seq: pos})
+	}
+	for id := range have {
+		res.RemovedConversationIds = append(res.RemovedConversationIds, id)
+	}
+	slices.Sort(res.RemovedConversationIds)
+	return res, nil
+}
