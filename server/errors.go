@@ -34,6 +34,7 @@ var (
 	errConversationNotFound = errors.New("conversation not found")
 	errMessageNotFound      = errors.New("message not found")
 	errNotMember            = errors.New("you are no longer a member of this conversation")
+	errReceiptsForSender    = errors.New("read receipts are only for the sender of the message")
 	errFriendsOnly          = errors.New("this user accepts direct messages from contacts only")
 	errStrangerLimit        = errors.New("this user accepts at most 3 messages from people who are not their contacts until they reply")
 	errTooManyStreams       = errors.New("too many open streams for this user; close one first")
@@ -62,6 +63,7 @@ var errorCodes = map[error]connect.Code{
 	errConversationNotFound: connect.CodeNotFound,
 	errMessageNotFound:      connect.CodeNotFound,
 	errNotMember:            connect.CodePermissionDenied,
+	errReceiptsForSender:    connect.CodePermissionDenied,
 	errFriendsOnly:          connect.CodePermissionDenied,
 	errStrangerLimit:        connect.CodePermissionDenied,
 	errTooManyStreams:       connect.CodeResourceExhausted,

@@ -127,7 +127,7 @@ func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (
 			Kind:           kind,
 			Content:        content,
 			ReplyToSeq:     req.GetReplyToSeq(),
-			MentionUserIds: req.GetMentionUserIds(),
+			MentionUserIds: append([]string{}, req.GetMentionUserIds()...), // never NULL
 			CreatedAt:      pos.LastMessageAt,
 		})
 		if err != nil {
@@ -252,10 +252,17 @@ func (s *messagesService) directConversation(ctx context.Context, me, peer strin
 		return "", fmt.Errorf("look up direct conversation: %w", err)
 	}
 	err = s.db.Tx(ctx, func(q *db.Queries) error {
-		if _, err := q.GetUser(ctx, peer); db.IsNoRows(err) {
+		recipient, err := q.GetUser(ctx, peer)
+		if db.IsNoRows(err) {
 			return errUserNotFound
-		} else if err != nil {
+		}
+		if err != nil {
 			return fmt.Errorf("get peer: %w", err)
+		}
+		// A conversation the recipient would refuse every message in is not
+		// created: they would see an empty conversation from a stranger.
+		if parleyv1.MessagePrivacy(recipient.MessagePrivacy) == parleyv1.MessagePrivacy_MESSAGE_PRIVACY_FRIENDS_ONLY {
+			return errFriendsOnly
 		}
 		conv, err := q.CreateConversation(ctx, int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT))
 		if err != nil {
@@ -530,6 +537,16 @@ func (s *messagesService) GetReadReceipts(ctx context.Context, req *parleyv1.Get
 	}
 	if lo, hi := visibleRange(m); req.GetSeq() < lo || req.GetSeq() > hi {
 		return nil, errMessageNotFound
+	}
+	msg, err := s.db.GetMessage(ctx, db.GetMessageParams{ConversationID: m.ConversationID, Seq: req.GetSeq()})
+	if db.IsNoRows(err) {
+		return nil, errMessageNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get message: %w", err)
+	}
+	if msg.SenderID == nil || *msg.SenderID != c.UserID {
+		return nil, errReceiptsForSender
 	}
 	members, err := s.db.ListConversationMembers(ctx, m.ConversationID)
 	if err != nil {

@@ -55,7 +55,12 @@ func newEnvOn(t testing.TB, d *db.DB, edit ...func(*server.Config)) *env {
 	for _, e := range edit {
 		e(&cfg)
 	}
-	s, err := server.New(context.Background(), d, cfg, slog.New(slog.DiscardHandler))
+	logger := slog.New(slog.DiscardHandler)
+	if os.Getenv("PARLEY_TEST_LOG") != "" {
+		// Server logs for debugging a failing test: PARLEY_TEST_LOG=1 go test …
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	s, err := server.New(context.Background(), d, cfg, logger)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}
