@@ -96,6 +96,17 @@ func (q *Queries) AllocateSeq(ctx context.Context, id string) (AllocateSeqRow, e
 	return i, err
 }
 
+const countPinned = `-- name: CountPinned :one
+SELECT count(*) FROM members WHERE user_id = $1 AND pinned_at IS NOT NULL AND left_seq IS NULL
+`
+
+func (q *Queries) CountPinned(ctx context.Context, userID string) (int64, error) {
+	row := q.db.QueryRow(ctx, countPinned, userID)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const createConversation = `-- name: CreateConversation :one
 INSERT INTO conversations (kind) VALUES ($1) RETURNING id, kind, last_seq, last_message_at, created_at
 `
@@ -563,6 +574,20 @@ func (q *Queries) MarkRead(ctx context.Context, arg MarkReadParams) (int64, erro
 	return read_seq, err
 }
 
+const markRecalled = `-- name: MarkRecalled :exec
+UPDATE messages SET recalled_at = now() WHERE conversation_id = $1 AND seq = $2
+`
+
+type MarkRecalledParams struct {
+	ConversationID string
+	Seq            int64
+}
+
+func (q *Queries) MarkRecalled(ctx context.Context, arg MarkRecalledParams) error {
+	_, err := q.db.Exec(ctx, markRecalled, arg.ConversationID, arg.Seq)
+	return err
+}
+
 const markSent = `-- name: MarkSent :exec
 UPDATE members SET read_seq = GREATEST(read_seq, $1::bigint), sent_count = sent_count + 1
 WHERE conversation_id = $2 AND user_id = $3
@@ -577,5 +602,31 @@ type MarkSentParams struct {
 // MarkSent records a member's message: sending reads everything before it.
 func (q *Queries) MarkSent(ctx context.Context, arg MarkSentParams) error {
 	_, err := q.db.Exec(ctx, markSent, arg.Seq, arg.ConversationID, arg.UserID)
+	return err
+}
+
+const updateMemberSettings = `-- name: UpdateMemberSettings :exec
+UPDATE members
+SET muted     = COALESCE($1, muted),
+    pinned_at = CASE WHEN $2::boolean IS NULL THEN pinned_at
+                     WHEN $2::boolean THEN COALESCE(pinned_at, now())
+                     ELSE NULL END
+WHERE conversation_id = $3 AND user_id = $4
+`
+
+type UpdateMemberSettingsParams struct {
+	Muted          *bool
+	Pinned         *bool
+	ConversationID string
+	UserID         string
+}
+
+func (q *Queries) UpdateMemberSettings(ctx context.Context, arg UpdateMemberSettingsParams) error {
+	_, err := q.db.Exec(ctx, updateMemberSettings,
+		arg.Muted,
+		arg.Pinned,
+		arg.ConversationID,
+		arg.UserID,
+	)
 	return err
 }

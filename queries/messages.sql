@@ -80,3 +80,17 @@ RETURNING m.read_seq;
 
 -- name: ActiveSince :many
 SELECT * FROM memberships WHERE user_id = $1 AND last_message_at >= $2;
+
+-- name: UpdateMemberSettings :exec
+UPDATE members
+SET muted     = COALESCE(sqlc.narg('muted'), muted),
+    pinned_at = CASE WHEN sqlc.narg('pinned')::boolean IS NULL THEN pinned_at
+                     WHEN sqlc.narg('pinned')::boolean THEN COALESCE(pinned_at, now())
+                     ELSE NULL END
+WHERE conversation_id = @conversation_id AND user_id = @user_id;
+
+-- name: CountPinned :one
+SELECT count(*) FROM members WHERE user_id = $1 AND pinned_at IS NOT NULL AND left_seq IS NULL;
+
+-- name: MarkRecalled :exec
+UPDATE messages SET recalled_at = now() WHERE conversation_id = $1 AND seq = $2;

@@ -35,6 +35,11 @@ var (
 	errMessageNotFound      = errors.New("message not found")
 	errNotMember            = errors.New("you are no longer a member of this conversation")
 	errReceiptsForSender    = errors.New("read receipts are only for the sender of the message")
+	errRecallNotSender      = errors.New("only the sender may recall this message")
+	errRecallSystem         = errors.New("system messages cannot be recalled")
+	errAlreadyRecalled      = errors.New("message is already recalled")
+	errRecallTooLate        = errors.New("the time to recall this message has passed")
+	errTooManyPinned        = errors.New("at most 20 conversations can be pinned; unpin one first")
 	errFriendsOnly          = errors.New("this user accepts direct messages from contacts only")
 	errStrangerLimit        = errors.New("this user accepts at most 3 messages from people who are not their contacts until they reply")
 	errTooManyStreams       = errors.New("too many open streams for this user; close one first")
@@ -64,6 +69,11 @@ var errorCodes = map[error]connect.Code{
 	errMessageNotFound:      connect.CodeNotFound,
 	errNotMember:            connect.CodePermissionDenied,
 	errReceiptsForSender:    connect.CodePermissionDenied,
+	errRecallNotSender:      connect.CodePermissionDenied,
+	errRecallSystem:         connect.CodeFailedPrecondition,
+	errAlreadyRecalled:      connect.CodeFailedPrecondition,
+	errRecallTooLate:        connect.CodeFailedPrecondition,
+	errTooManyPinned:        connect.CodeResourceExhausted,
 	errFriendsOnly:          connect.CodePermissionDenied,
 	errStrangerLimit:        connect.CodePermissionDenied,
 	errTooManyStreams:       connect.CodeResourceExhausted,

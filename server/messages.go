@@ -37,6 +37,7 @@ type messagesService struct {
 	tokens  *tokens
 	cfg     Config
 	sends   *keyedLimiter
+	typing  *keyedLimiter
 	heartbt time.Duration
 }
 
@@ -47,6 +48,7 @@ func newMessagesService(d *db.DB, h *hub, t *tokens, cfg Config) *messagesServic
 		tokens:  t,
 		cfg:     cfg,
 		sends:   newKeyedLimiter(cfg.SendPerUser, 100_000),
+		typing:  newKeyedLimiter(Rate{Burst: 1, Per: 2 * time.Second}, 100_000),
 		heartbt: cfg.HeartbeatInterval,
 	}
 }
@@ -114,27 +116,18 @@ func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (
 		if err := s.admit(ctx, q, conv, me, members, req); err != nil {
 			return err
 		}
-		pos, err := q.AllocateSeq(ctx, convID)
-		if err != nil {
-			return fmt.Errorf("allocate seq: %w", err)
-		}
 		clientID := req.GetClientMsgId()
-		msg, err = q.InsertMessage(ctx, db.InsertMessageParams{
+		msg, err = appendEntry(ctx, q, db.InsertMessageParams{
 			ConversationID: convID,
-			Seq:            pos.LastSeq,
 			SenderID:       &c.UserID,
 			ClientMsgID:    &clientID,
 			Kind:           kind,
 			Content:        content,
 			ReplyToSeq:     req.GetReplyToSeq(),
 			MentionUserIds: append([]string{}, req.GetMentionUserIds()...), // never NULL
-			CreatedAt:      pos.LastMessageAt,
 		})
 		if err != nil {
-			return fmt.Errorf("insert message: %w", err)
-		}
-		if err := q.MarkSent(ctx, db.MarkSentParams{ConversationID: convID, UserID: c.UserID, Seq: pos.LastSeq}); err != nil {
-			return fmt.Errorf("advance sender's read cursor: %w", err)
+			return err
 		}
 		return nil
 	})
@@ -161,6 +154,31 @@ func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (
 		CreateTime:     out.GetCreateTime(),
 		Message:        out,
 	}, nil
+}
+
+// appendEntry adds an entry to a conversation's log. The caller holds the
+// conversation's lock (LockConversation) in the same transaction, so the seq
+// it allocates is the next without gaps, and commits or rolls back with the
+// entry. A user's entry advances their read cursor.
+func appendEntry(ctx context.Context, q *db.Queries, p db.InsertMessageParams) (db.Message, error) {
+	pos, err := q.AllocateSeq(ctx, p.ConversationID)
+	if err != nil {
+		return db.Message{}, fmt.Errorf("allocate seq: %w", err)
+	}
+	p.Seq, p.CreatedAt = pos.LastSeq, pos.LastMessageAt
+	if p.MentionUserIds == nil {
+		p.MentionUserIds = []string{}
+	}
+	msg, err := q.InsertMessage(ctx, p)
+	if err != nil {
+		return db.Message{}, fmt.Errorf("insert message: %w", err)
+	}
+	if p.SenderID != nil {
+		if err := q.MarkSent(ctx, db.MarkSentParams{ConversationID: p.ConversationID, UserID: *p.SenderID, Seq: msg.Seq}); err != nil {
+			return db.Message{}, fmt.Errorf("advance sender's read cursor: %w", err)
+		}
+	}
+	return msg, nil
 }
 
 func existingSend(ctx context.Context, q *db.Queries, senderID, clientMsgID string) (db.Message, bool, error) {

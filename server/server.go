@@ -54,6 +54,8 @@ type Config struct {
 	MaxStreamsPerUser int
 	// HeartbeatInterval is how often Subscribe sends positions.
 	HeartbeatInterval time.Duration
+	// RecallWindow is how long after sending a sender may recall a message.
+	RecallWindow time.Duration
 }
 
 // DefaultConfig returns the production configuration.
@@ -71,6 +73,7 @@ func DefaultConfig() Config {
 		StreamBuffer:       1024,
 		MaxStreamsPerUser:  10,
 		HeartbeatInterval:  30 * time.Second,
+		RecallWindow:       2 * time.Minute,
 	}
 }
 

@@ -1,0 +1,183 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-chat/parley/db"
+	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
+)
+
+// maxPinned is how many conversations a user may pin.
+const maxPinned = 20
+
+// Recall withdraws a message: its content is cleared for everyone and a new
+// log entry records the recall, so every client converges through the log.
+func (s *messagesService) Recall(ctx context.Context, req *parleyv1.RecallRequest) (*parleyv1.RecallResponse, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		entry      db.Message
+		recipients []string
+	)
+	err = s.db.Tx(ctx, func(q *db.Queries) error {
+		if _, err := q.LockConversation(ctx, req.GetConversationId()); db.IsNoRows(err) {
+			return errConversationNotFound
+		} else if err != nil {
+			return fmt.Errorf("lock conversation: %w", err)
+		}
+		me, err := q.GetMembership(ctx, db.GetMembershipParams{ConversationID: req.GetConversationId(), UserID: c.UserID})
+		if db.IsNoRows(err) {
+			return errConversationNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("get membership: %w", err)
+		}
+		if me.LeftSeq != nil {
+			return errNotMember
+		}
+		if lo, hi := visibleRange(me); req.GetSeq() < lo || req.GetSeq() > hi {
+			return errMessageNotFound
+		}
+		target, err := q.GetMessage(ctx, db.GetMessageParams{ConversationID: me.ConversationID, Seq: req.GetSeq()})
+		if db.IsNoRows(err) {
+			return errMessageNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("get message: %w", err)
+		}
+		switch {
+		case target.Kind == kindSystem:
+			return errRecallSystem
+		case target.SenderID == nil || *target.SenderID != c.UserID:
+			return errRecallNotSender
+		case target.RecalledAt != nil:
+			return errAlreadyRecalled
+		case time.Since(target.CreatedAt) > s.cfg.RecallWindow:
+			return errRecallTooLate
+		}
+		if err := q.MarkRecalled(ctx, db.MarkRecalledParams{ConversationID: me.ConversationID, Seq: target.Seq}); err != nil {
+			return fmt.Errorf("mark recalled: %w", err)
+		}
+		content, err := proto.Marshal(&parleyv1.Message{Content: &parleyv1.Message_System{System: &parleyv1.SystemContent{
+			Event: &parleyv1.SystemContent_Recall{Recall: &parleyv1.MessageRecalled{Seq: target.Seq}},
+		}}})
+		if err != nil {
+			return fmt.Errorf("encode recall: %w", err)
+		}
+		entry, err = appendEntry(ctx, q, db.InsertMessageParams{
+			ConversationID: me.ConversationID, SenderID: &c.UserID, Kind: kindSystem, Content: content,
+		})
+		if err != nil {
+			return err
+		}
+		recipients, err = currentMembers(ctx, q, me.ConversationID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out, err := messageToProto(entry)
+	if err != nil {
+		return nil, err
+	}
+	s.hub.publish(recipients, "", &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: out}})
+	return &parleyv1.RecallResponse{Recall: out}, nil
+}
+
+// currentMembers returns the user ids of a conversation's current members.
+func currentMembers(ctx context.Context, q *db.Queries, convID string) ([]string, error) {
+	members, err := q.ListConversationMembers(ctx, convID)
+	if err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	ids := make([]string, 0, len(members))
+	for _, m := range members {
+		if m.LeftSeq == nil {
+			ids = append(ids, m.UserID)
+		}
+	}
+	return ids, nil
+}
+
+// SendTyping relays a typing indicator to the other members' open streams.
+// It is never stored.
+func (s *messagesService) SendTyping(ctx context.Context, req *parleyv1.SendTypingRequest) (*parleyv1.SendTypingResponse, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.membership(ctx, c.UserID, req.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	if m.LeftSeq != nil {
+		return nil, errNotMember
+	}
+	// Starts are throttled per user and conversation, silently: a client that
+	// reports every keystroke still costs one event per interval. Stops always
+	// pass, so an indicator never sticks.
+	if req.GetTyping() {
+		if ok, _ := s.typing.allow(c.UserID+"/"+m.ConversationID, time.Now()); !ok {
+			return &parleyv1.SendTypingResponse{}, nil
+		}
+	}
+	members, err := currentMembers(ctx, s.db.Queries, m.ConversationID)
+	if err != nil {
+		return nil, err
+	}
+	others := members[:0]
+	for _, id := range members {
+		if id != c.UserID {
+			others = append(others, id)
+		}
+	}
+	s.hub.publish(others, "", &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Typing{Typing: &parleyv1.TypingEvent{
+		ConversationId: m.ConversationID, UserId: c.UserID, Typing: req.GetTyping(),
+	}}})
+	return &parleyv1.SendTypingResponse{}, nil
+}
+
+// UpdateConversationSettings mutes or pins a conversation for the caller and
+// tells the caller's other devices.
+func (s *messagesService) UpdateConversationSettings(ctx context.Context, req *parleyv1.UpdateConversationSettingsRequest) (*parleyv1.UpdateConversationSettingsResponse, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	err = s.db.Tx(ctx, func(q *db.Queries) error {
+		m, err := q.GetMembership(ctx, db.GetMembershipParams{ConversationID: req.GetConversationId(), UserID: c.UserID})
+		if db.IsNoRows(err) {
+			return errConversationNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("get membership: %w", err)
+		}
+		if req.GetPinned() && m.PinnedAt == nil {
+			n, err := q.CountPinned(ctx, c.UserID)
+			if err != nil {
+				return fmt.Errorf("count pinned: %w", err)
+			}
+			if n >= maxPinned {
+				return errTooManyPinned
+			}
+		}
+		return q.UpdateMemberSettings(ctx, db.UpdateMemberSettingsParams{
+			ConversationID: m.ConversationID, UserID: c.UserID, Muted: req.Muted, Pinned: req.Pinned,
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	conv, err := s.conversation(ctx, c.UserID, req.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	s.hub.publish([]string{c.UserID}, c.SessionID, conversationUpdated(conv))
+	return &parleyv1.UpdateConversationSettingsResponse{Conversation: conv}, nil
+}
