@@ -95,6 +95,10 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.int(&c.server.LoginPerAccount.Burst, "login-limit-account", "PARLEY_LOGIN_LIMIT_ACCOUNT", def.LoginPerAccount.Burst, "login attempts per account per 10 minutes (0: no limit)")
 	e.int(&c.server.LoginPerAddress.Burst, "login-limit-address", "PARLEY_LOGIN_LIMIT_ADDRESS", def.LoginPerAddress.Burst, "login attempts per client address per 10 minutes (0: no limit)")
 	e.int(&c.server.RegisterPerAddress.Burst, "register-limit-address", "PARLEY_REGISTER_LIMIT_ADDRESS", def.RegisterPerAddress.Burst, "registrations per client address per hour (0: no limit)")
+	e.int(&c.server.SendPerUser.Burst, "send-limit", "PARLEY_SEND_LIMIT", def.SendPerUser.Burst, "messages a user may send per 10 seconds (0: no limit)")
+	e.duration(&c.server.RecallWindow, "recall-window", "PARLEY_RECALL_WINDOW", def.RecallWindow, "how long after sending a message may be recalled")
+	e.int(&c.server.StreamBuffer, "stream-buffer", "PARLEY_STREAM_BUFFER", def.StreamBuffer, "events a Subscribe stream may fall behind before it is closed")
+	e.duration(&c.server.HeartbeatInterval, "heartbeat", "PARLEY_HEARTBEAT", def.HeartbeatInterval, "interval of Subscribe heartbeats")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -112,6 +116,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	c.server.LoginPerAccount.Per = def.LoginPerAccount.Per
 	c.server.LoginPerAddress.Per = def.LoginPerAddress.Per
 	c.server.RegisterPerAddress.Per = def.RegisterPerAddress.Per
+	c.server.SendPerUser.Per = def.SendPerUser.Per
+	c.server.MaxStreamsPerUser = def.MaxStreamsPerUser
 	for _, o := range strings.Split(cors, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			c.server.CORSOrigins = append(c.server.CORSOrigins, o)
