@@ -2,6 +2,7 @@
 # ensure-packages.sh installs, from Debian/Ubuntu packages, what `make run` and
 # `make test` need and this machine lacks:
 #   postgres  PostgreSQL server binaries (initdb, postgres) for the embedded server
+#   redis     redis-server, which the multi-node tests start when no Redis answers
 #   gcc       a C compiler, which the Go race detector needs
 # It installs nothing that is already there, and uses sudo when not root.
 set -euo pipefail
@@ -13,6 +14,9 @@ for what in "$@"; do
       if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
         need+=(postgresql)
       fi
+      ;;
+    redis)
+      command -v redis-server >/dev/null && command -v redis-cli >/dev/null || need+=(redis-server)
       ;;
     gcc)
       command -v gcc >/dev/null || need+=(gcc libc6-dev)

@@ -16,6 +16,7 @@ import (
 // only source of truth, answers; NOT_SERVING otherwise.
 type healthChecker struct {
 	db       *db.DB
+	relay    *relay // nil on a single node
 	services map[string]bool
 }
 
@@ -42,12 +43,22 @@ func liveness(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readiness is /readyz: the node can serve requests, which needs PostgreSQL.
+// Without Redis it still serves (messages are durable and streams catch up
+// from PostgreSQL) but reports itself degraded.
 func (h *healthChecker) readiness(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := h.ping(r.Context()); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte("database unavailable\n"))
 		return
+	}
+	if h.relay != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := h.relay.ping(ctx); err != nil {
+			_, _ = w.Write([]byte("degraded: redis unavailable; live events reach other nodes late\n"))
+			return
+		}
 	}
 	_, _ = w.Write([]byte("ok\n"))
 }

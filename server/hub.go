@@ -3,6 +3,8 @@ package server
 import (
 	"sync"
 
+	"google.golang.org/protobuf/proto"
+
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
 )
 
@@ -16,6 +18,9 @@ import (
 // costs neither the senders nor the other streams, and memory stays bounded.
 type hub struct {
 	buffer int
+	// relay, when set, carries every publish and endSessions to the other
+	// nodes; local delivery does not wait for it.
+	relay *relay
 
 	mu    sync.Mutex
 	users map[string]map[*subscription]struct{}
@@ -87,10 +92,22 @@ func (h *hub) unsubscribe(s *subscription) {
 	s.end(endNone)
 }
 
-// publish delivers ev to every stream of every user in userIDs, skipping the
-// stream of skipSession (a device need not hear its own typing, say). The
-// event is shared, not copied: streams must not modify it.
+// publish delivers ev to every stream of every user in userIDs, on this node
+// and through the relay on the others, skipping the stream of skipSession (a
+// device need not hear its own action). The event is shared, not copied:
+// streams must not modify it.
 func (h *hub) publish(userIDs []string, skipSession string, ev *parleyv1.SubscribeResponse) {
+	h.deliver(userIDs, skipSession, ev)
+	if h.relay != nil {
+		wire, err := proto.Marshal(ev)
+		if err == nil {
+			h.relay.send(envelope{Users: userIDs, Skip: skipSession, EventWire: wire})
+		}
+	}
+}
+
+// deliver is publish on this node only.
+func (h *hub) deliver(userIDs []string, skipSession string, ev *parleyv1.SubscribeResponse) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, u := range userIDs {
@@ -107,8 +124,17 @@ func (h *hub) publish(userIDs []string, skipSession string, ev *parleyv1.Subscri
 	}
 }
 
-// endSessions ends the streams of the given sessions, for logout and revocation.
+// endSessions ends the streams of the given sessions on every node, for
+// logout and revocation.
 func (h *hub) endSessions(userID string, sessionIDs ...string) {
+	h.endLocal(userID, sessionIDs...)
+	if h.relay != nil && len(sessionIDs) > 0 {
+		h.relay.send(envelope{EndUser: userID, Sessions: sessionIDs})
+	}
+}
+
+// endLocal is endSessions on this node only.
+func (h *hub) endLocal(userID string, sessionIDs ...string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.users[userID] {

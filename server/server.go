@@ -56,6 +56,11 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// RecallWindow is how long after sending a sender may recall a message.
 	RecallWindow time.Duration
+	// RedisURL, when set, fans events out to every node sharing the
+	// database through Redis pub/sub; empty means a single node.
+	RedisURL string
+	// RedisChannel is the pub/sub channel the nodes share.
+	RedisChannel string
 }
 
 // DefaultConfig returns the production configuration.
@@ -74,6 +79,7 @@ func DefaultConfig() Config {
 		MaxStreamsPerUser:  10,
 		HeartbeatInterval:  30 * time.Second,
 		RecallWindow:       2 * time.Minute,
+		RedisChannel:       "parley:events",
 	}
 }
 
@@ -88,6 +94,7 @@ type Server struct {
 	metrics *metrics
 	reg     *prometheus.Registry
 	health  *healthChecker
+	relay   *relay
 }
 
 // New builds a server on an open, migrated database.
@@ -107,7 +114,13 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	h := newHub(cfg.StreamBuffer)
+	if cfg.RedisURL != "" {
+		if h.relay, err = newRelay(cfg.RedisURL, cfg.RedisChannel, h, logger); err != nil {
+			return nil, err
+		}
+	}
 	return &Server{
+		relay:   h.relay,
 		db:      d,
 		logger:  logger,
 		cfg:     cfg,
@@ -116,11 +129,18 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		msgs:    newMessagesService(d, h, toks, cfg),
 		metrics: m,
 		reg:     reg,
-		health: &healthChecker{db: d, services: map[string]bool{
+		health: &healthChecker{db: d, relay: h.relay, services: map[string]bool{
 			parleyv1connect.AuthServiceName:     true,
 			parleyv1connect.MessagesServiceName: true,
 		}},
 	}, nil
+}
+
+// Close stops the server's background work (the Redis relay).
+func (s *Server) Close() {
+	if s.relay != nil {
+		s.relay.Close()
+	}
 }
 
 // publicProcedures may be called without an access token.

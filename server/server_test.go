@@ -64,6 +64,7 @@ func newEnvOn(t testing.TB, d *db.DB, edit ...func(*server.Config)) *env {
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}
+	t.Cleanup(s.Close)
 	hs := httptest.NewUnstartedServer(s.Handler())
 	hs.EnableHTTP2 = true
 	hs.StartTLS()

@@ -79,6 +79,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	var argonMem, argonIter, argonPar uint
 	e.string(&c.addr, "addr", "PARLEY_ADDR", ":8080", "address to listen on")
 	e.string(&c.databaseURL, "database-url", "PARLEY_DATABASE_URL", "", "PostgreSQL URL; empty starts an embedded server")
+	e.string(&c.server.RedisURL, "redis-url", "PARLEY_REDIS_URL", "", "Redis URL (redis://host:6379) to fan events out across nodes; empty: one node")
 	e.string(&c.dataDir, "data-dir", "PARLEY_DATA_DIR", "./data", "directory for the embedded PostgreSQL (under postgres/)")
 	e.string(&c.tlsCert, "tls-cert", "PARLEY_TLS_CERT", "", "TLS certificate file (PEM); with -tls-key serves HTTPS")
 	e.string(&c.tlsKey, "tls-key", "PARLEY_TLS_KEY", "", "TLS private key file (PEM)")
@@ -118,6 +119,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	c.server.RegisterPerAddress.Per = def.RegisterPerAddress.Per
 	c.server.SendPerUser.Per = def.SendPerUser.Per
 	c.server.MaxStreamsPerUser = def.MaxStreamsPerUser
+	c.server.RedisChannel = def.RedisChannel
 	for _, o := range strings.Split(cors, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			c.server.CORSOrigins = append(c.server.CORSOrigins, o)
