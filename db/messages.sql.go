@@ -96,6 +96,23 @@ func (q *Queries) AllocateSeq(ctx context.Context, id string) (AllocateSeqRow, e
 	return i, err
 }
 
+const clearHistory = `-- name: ClearHistory :exec
+UPDATE members SET cleared_seq = GREATEST(cleared_seq, $1::bigint)
+WHERE conversation_id = $2 AND user_id = $3
+`
+
+type ClearHistoryParams struct {
+	Seq            int64
+	ConversationID string
+	UserID         string
+}
+
+// ClearHistory moves cleared_seq forward only.
+func (q *Queries) ClearHistory(ctx context.Context, arg ClearHistoryParams) error {
+	_, err := q.db.Exec(ctx, clearHistory, arg.Seq, arg.ConversationID, arg.UserID)
+	return err
+}
+
 const countPinned = `-- name: CountPinned :one
 SELECT count(*) FROM members WHERE user_id = $1 AND pinned_at IS NOT NULL AND left_seq IS NULL
 `
@@ -122,6 +139,60 @@ func (q *Queries) CreateConversation(ctx context.Context, kind int16) (Conversat
 		&i.CreatedAt,
 	)
 	return i, err
+}
+
+const deleteForUser = `-- name: DeleteForUser :exec
+INSERT INTO deleted_messages (user_id, conversation_id, seq)
+SELECT $1, $2, s FROM unnest($3::bigint[]) AS s
+ON CONFLICT DO NOTHING
+`
+
+type DeleteForUserParams struct {
+	UserID         string
+	ConversationID string
+	Seqs           []int64
+}
+
+func (q *Queries) DeleteForUser(ctx context.Context, arg DeleteForUserParams) error {
+	_, err := q.db.Exec(ctx, deleteForUser, arg.UserID, arg.ConversationID, arg.Seqs)
+	return err
+}
+
+const deletedSeqs = `-- name: DeletedSeqs :many
+SELECT seq FROM deleted_messages
+WHERE user_id = $1 AND conversation_id = $2 AND seq BETWEEN $3 AND $4
+`
+
+type DeletedSeqsParams struct {
+	UserID         string
+	ConversationID string
+	FromSeq        int64
+	ToSeq          int64
+}
+
+func (q *Queries) DeletedSeqs(ctx context.Context, arg DeletedSeqsParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, deletedSeqs,
+		arg.UserID,
+		arg.ConversationID,
+		arg.FromSeq,
+		arg.ToSeq,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []int64{}
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			return nil, err
+		}
+		items = append(items, seq)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const getDirectConversationID = `-- name: GetDirectConversationID :one

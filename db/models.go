@@ -16,6 +16,12 @@ type Conversation struct {
 	CreatedAt     time.Time
 }
 
+type DeletedMessage struct {
+	UserID         string
+	ConversationID string
+	Seq            int64
+}
+
 type DirectPair struct {
 	UserLow        string
 	UserHigh       string

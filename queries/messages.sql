@@ -94,3 +94,17 @@ SELECT count(*) FROM members WHERE user_id = $1 AND pinned_at IS NOT NULL AND le
 
 -- name: MarkRecalled :exec
 UPDATE messages SET recalled_at = now() WHERE conversation_id = $1 AND seq = $2;
+
+-- name: DeleteForUser :exec
+INSERT INTO deleted_messages (user_id, conversation_id, seq)
+SELECT @user_id, @conversation_id, s FROM unnest(@seqs::bigint[]) AS s
+ON CONFLICT DO NOTHING;
+
+-- name: DeletedSeqs :many
+SELECT seq FROM deleted_messages
+WHERE user_id = @user_id AND conversation_id = @conversation_id AND seq BETWEEN @from_seq AND @to_seq;
+
+-- ClearHistory moves cleared_seq forward only.
+-- name: ClearHistory :exec
+UPDATE members SET cleared_seq = GREATEST(cleared_seq, @seq::bigint)
+WHERE conversation_id = @conversation_id AND user_id = @user_id;

@@ -181,3 +181,43 @@ func (s *messagesService) UpdateConversationSettings(ctx context.Context, req *p
 	s.hub.publish([]string{c.UserID}, c.SessionID, conversationUpdated(conv))
 	return &parleyv1.UpdateConversationSettingsResponse{Conversation: conv}, nil
 }
+
+// DeleteForMe hides entries from the caller only: listed seqs, or the whole
+// history up to a seq. The caller's other devices get the new state at once.
+func (s *messagesService) DeleteForMe(ctx context.Context, req *parleyv1.DeleteForMeRequest) (*parleyv1.DeleteForMeResponse, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.membership(ctx, c.UserID, req.GetConversationId())
+	if err != nil {
+		return nil, err
+	}
+	if up := req.GetUpToSeq(); up != 0 {
+		if up > m.VisibleLastSeq {
+			return nil, invalidArgument("up_to_seq", "parley.seq_in_log", "must not be beyond the conversation's last_seq")
+		}
+		err = s.db.ClearHistory(ctx, db.ClearHistoryParams{ConversationID: m.ConversationID, UserID: c.UserID, Seq: up})
+	} else {
+		lo, hi := visibleRange(m)
+		var seqs []int64
+		for _, seq := range req.GetSeqs() {
+			if seq > m.VisibleLastSeq {
+				return nil, invalidArgument("seqs", "parley.seq_in_log", "must not be beyond the conversation's last_seq")
+			}
+			if seq >= lo && seq <= hi { // seqs the caller cannot see are skipped
+				seqs = append(seqs, seq)
+			}
+		}
+		err = s.db.DeleteForUser(ctx, db.DeleteForUserParams{UserID: c.UserID, ConversationID: m.ConversationID, Seqs: seqs})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("delete for me: %w", err)
+	}
+	conv, err := s.conversation(ctx, c.UserID, m.ConversationID)
+	if err != nil {
+		return nil, err
+	}
+	s.hub.publish([]string{c.UserID}, c.SessionID, conversationUpdated(conv))
+	return &parleyv1.DeleteForMeResponse{Conversation: conv}, nil
+}

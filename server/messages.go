@@ -410,9 +410,11 @@ func (s *messagesService) conversationView(ctx context.Context, m db.Membership)
 		if err != nil {
 			return nil, fmt.Errorf("get last message: %w", err)
 		}
-		if out.LastMessage, err = messageToProto(row); err != nil {
+		last, err := s.userMessages(ctx, m.UserID, []db.Message{row})
+		if err != nil {
 			return nil, err
 		}
+		out.LastMessage = last[0]
 	}
 	return out, nil
 }
@@ -452,26 +454,47 @@ func (s *messagesService) ListMessages(ctx context.Context, req *parleyv1.ListMe
 		})
 		slices.Reverse(rows)
 		if len(rows) > limit {
-			rows = rows[1:] // the extra row is the oldest
-			return s.messagesPage(rows, true)
+			return s.messagesPage(ctx, c.UserID, rows[1:], true) // the extra row is the oldest
 		}
-		return s.messagesPage(rows, false)
+		return s.messagesPage(ctx, c.UserID, rows, false)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
 	}
 	if len(rows) > limit {
-		return s.messagesPage(rows[:limit], true)
+		return s.messagesPage(ctx, c.UserID, rows[:limit], true)
 	}
-	return s.messagesPage(rows, false)
+	return s.messagesPage(ctx, c.UserID, rows, false)
 }
 
-func (s *messagesService) messagesPage(rows []db.Message, more bool) (*parleyv1.ListMessagesResponse, error) {
-	msgs, err := messagesToProto(rows)
+func (s *messagesService) messagesPage(ctx context.Context, userID string, rows []db.Message, more bool) (*parleyv1.ListMessagesResponse, error) {
+	msgs, err := s.userMessages(ctx, userID, rows)
 	if err != nil {
 		return nil, err
 	}
 	return &parleyv1.ListMessagesResponse{Messages: msgs, HasMore: more}, nil
+}
+
+// userMessages converts consecutive entries of one conversation as userID
+// sees them: entries they deleted for themselves keep their place, marked
+// deleted, without content.
+func (s *messagesService) userMessages(ctx context.Context, userID string, rows []db.Message) ([]*parleyv1.Message, error) {
+	msgs, err := messagesToProto(rows)
+	if err != nil || len(rows) == 0 {
+		return msgs, err
+	}
+	deleted, err := s.db.DeletedSeqs(ctx, db.DeletedSeqsParams{
+		UserID: userID, ConversationID: rows[0].ConversationID, FromSeq: rows[0].Seq, ToSeq: rows[len(rows)-1].Seq,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read deleted messages: %w", err)
+	}
+	for _, m := range msgs {
+		if slices.Contains(deleted, m.GetSeq()) {
+			m.Content, m.MentionUserIds, m.Deleted = nil, nil, true
+		}
+	}
+	return msgs, nil
 }
 
 // visibleRange is the seqs a member may read: lo ≤ seq ≤ hi.

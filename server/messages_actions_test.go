@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -159,3 +161,115 @@ func TestUpdateConversationSettings(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestDeleteForMe(t *testing.T) {
+	t.Parallel()
+	forEachProtocol(t, func(t *testing.T, opts []connect.ClientOption) {
+		e := newEnv(t)
+		a, b, conv := e.pair("del_a", "del_b")
+		c := e.msgs(opts...)
+		for i := range 4 {
+			if _, err := c.Send(a.ctx(), text("", fmt.Sprint("m", i), conv)); err != nil {
+				t.Fatal(err)
+			} // seqs 2..5
+		}
+		if _, err := c.DeleteForMe(a.ctx(), &parleyv1.DeleteForMeRequest{ConversationId: conv, Seqs: []int64{3}}); err != nil {
+			t.Fatal(err)
+		}
+		mine, err := c.ListMessages(a.ctx(), &parleyv1.ListMessagesRequest{ConversationId: conv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs, err := c.ListMessages(b.ctx(), &parleyv1.ListMessagesRequest{ConversationId: conv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(mine.GetMessages()) != 5 || len(theirs.GetMessages()) != 5 {
+			t.Fatalf("got %d and %d messages, want 5 each (deleted entries keep their place)", len(mine.GetMessages()), len(theirs.GetMessages()))
+		}
+		if m := mine.GetMessages()[2]; m.GetSeq() != 3 || !m.GetDeleted() || m.GetText() != nil {
+			t.Fatalf("deleter sees seq 3 as %v, want deleted without content", m)
+		}
+		if m := theirs.GetMessages()[2]; m.GetDeleted() || m.GetText().GetBody() == "" {
+			t.Fatalf("peer sees seq 3 as %v, want it untouched", m)
+		}
+
+		res, err := c.DeleteForMe(a.ctx(), &parleyv1.DeleteForMeRequest{ConversationId: conv, UpToSeq: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.GetConversation().GetClearedSeq() != 4 {
+			t.Fatalf("cleared_seq = %d, want 4", res.GetConversation().GetClearedSeq())
+		}
+		// Clearing never moves back.
+		res, err = c.DeleteForMe(a.ctx(), &parleyv1.DeleteForMeRequest{ConversationId: conv, UpToSeq: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.GetConversation().GetClearedSeq() != 4 {
+			t.Fatalf("cleared_seq moved back to %d", res.GetConversation().GetClearedSeq())
+		}
+		mine, err = c.ListMessages(a.ctx(), &parleyv1.ListMessagesRequest{ConversationId: conv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(mine.GetMessages()) != 1 || mine.GetMessages()[0].GetSeq() != 5 {
+			t.Fatalf("after clearing to 4 the history is %d messages, want only seq 5", len(mine.GetMessages()))
+		}
+		_, err = c.DeleteForMe(a.ctx(), &parleyv1.DeleteForMeRequest{ConversationId: conv, UpToSeq: 99})
+		wantCode(t, err, connect.CodeInvalidArgument)
+		out := e.signUp("del_out", opts...)
+		_, err = c.DeleteForMe(out.ctx(), &parleyv1.DeleteForMeRequest{ConversationId: conv, Seqs: []int64{2}})
+		wantCode(t, err, connect.CodeNotFound)
+	})
+}
+
+// Unread counts are maintained with the messages; after a long random mix of
+// sends, reads and recalls they must equal a recount from the rows.
+func TestUnreadCountsMatchARecountAfterRandomTraffic(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, unthrottled)
+	a, b, conv := e.pair("unread_a", "unread_b")
+	c := e.msgs()
+	users := []account{a, b}
+	var lastOf [2]int64
+	for range 300 {
+		i := rand.IntN(2)
+		switch op := rand.IntN(10); {
+		case op < 6:
+			res, err := c.Send(users[i].ctx(), text("", "x", conv))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lastOf[i] = res.GetSeq()
+		case op < 9:
+			if _, err := c.MarkRead(users[i].ctx(), &parleyv1.MarkReadRequest{ConversationId: conv, Seq: 1 + rand.Int64N(400)}); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			if lastOf[i] > 0 {
+				_, err := c.Recall(users[i].ctx(), &parleyv1.RecallRequest{ConversationId: conv, Seq: lastOf[i]})
+				if err != nil && connect.CodeOf(err) != connect.CodeFailedPrecondition {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	for _, u := range users {
+		list, err := c.ListConversations(u.ctx(), &parleyv1.ListConversationsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := list.GetConversations()[0].GetUnreadCount()
+		var want int64
+		err = e.db.Pool().QueryRow(context.Background(), `
+			SELECT count(*) FROM messages msg JOIN members m ON m.conversation_id = msg.conversation_id
+			WHERE m.user_id = $1 AND msg.conversation_id = $2 AND msg.seq > m.read_seq`, u.user.GetId(), conv).Scan(&want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("%s: unread_count = %d, recount from rows = %d", u.user.GetUsername(), got, want)
+		}
+	}
+}

@@ -167,7 +167,7 @@ func (cu *catchUp) added(ctx context.Context, m db.Membership) error {
 		return fmt.Errorf("latest page: %w", err)
 	}
 	slices.Reverse(rows)
-	msgs, err := messagesToProto(rows)
+	msgs, err := cu.s.userMessages(ctx, cu.userID, rows)
 	if err != nil {
 		return err
 	}
@@ -205,15 +205,15 @@ func (cu *catchUp) advance(ctx context.Context, convID string, upTo int64) error
 		if len(rows) == 0 {
 			return nil
 		}
-		for _, r := range rows {
-			msg, err := messageToProto(r)
-			if err != nil {
-				return err
-			}
+		msgs, err := cu.s.userMessages(ctx, cu.userID, rows)
+		if err != nil {
+			return err
+		}
+		for _, msg := range msgs {
 			if err := cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: msg}}); err != nil {
 				return err
 			}
-			v.delivered = r.Seq
+			v.delivered = msg.GetSeq()
 		}
 	}
 	return nil
@@ -318,7 +318,7 @@ func (s *messagesService) Sync(ctx context.Context, req *parleyv1.SyncRequest) (
 		if known && pos < hi {
 			res.HasMore = true
 		}
-		msgs, err := messagesToProto(rows)
+		msgs, err := s.userMessages(ctx, c.UserID, rows)
 		if err != nil {
 			return nil, err
 		}
