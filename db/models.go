@@ -113,4 +113,5 @@ type User struct {
 	MessagePrivacy int16
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+	LastSeenAt     *time.Time
 }

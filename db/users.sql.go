@@ -12,7 +12,7 @@ import (
 const createUser = `-- name: CreateUser :one
 INSERT INTO users (username, display_name, password_hash)
 VALUES ($1, $2, $3)
-RETURNING id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at
+RETURNING id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at
 `
 
 type CreateUserParams struct {
@@ -34,12 +34,13 @@ func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (User, e
 		&i.MessagePrivacy,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
 	)
 	return i, err
 }
 
 const getUser = `-- name: GetUser :one
-SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at FROM users WHERE id = $1
+SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at FROM users WHERE id = $1
 `
 
 func (q *Queries) GetUser(ctx context.Context, id string) (User, error) {
@@ -55,12 +56,13 @@ func (q *Queries) GetUser(ctx context.Context, id string) (User, error) {
 		&i.MessagePrivacy,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
 	)
 	return i, err
 }
 
 const getUserByUsername = `-- name: GetUserByUsername :one
-SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at FROM users WHERE username = $1
+SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at FROM users WHERE username = $1
 `
 
 func (q *Queries) GetUserByUsername(ctx context.Context, username string) (User, error) {
@@ -76,12 +78,13 @@ func (q *Queries) GetUserByUsername(ctx context.Context, username string) (User,
 		&i.MessagePrivacy,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
 	)
 	return i, err
 }
 
 const getUsers = `-- name: GetUsers :many
-SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at FROM users WHERE id = ANY($1::uuid[])
+SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at FROM users WHERE id = ANY($1::uuid[])
 `
 
 func (q *Queries) GetUsers(ctx context.Context, ids []string) ([]User, error) {
@@ -103,6 +106,7 @@ func (q *Queries) GetUsers(ctx context.Context, ids []string) ([]User, error) {
 			&i.MessagePrivacy,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.LastSeenAt,
 		); err != nil {
 			return nil, err
 		}
@@ -115,7 +119,7 @@ func (q *Queries) GetUsers(ctx context.Context, ids []string) ([]User, error) {
 }
 
 const searchUsers = `-- name: SearchUsers :many
-SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at FROM users
+SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at FROM users
 WHERE (username LIKE $1 OR lower(display_name) LIKE $1)
   AND username > $2
 ORDER BY username
@@ -149,6 +153,7 @@ func (q *Queries) SearchUsers(ctx context.Context, arg SearchUsersParams) ([]Use
 			&i.MessagePrivacy,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.LastSeenAt,
 		); err != nil {
 			return nil, err
 		}
@@ -162,7 +167,7 @@ func (q *Queries) SearchUsers(ctx context.Context, arg SearchUsersParams) ([]Use
 
 const setMessagePrivacy = `-- name: SetMessagePrivacy :one
 UPDATE users SET message_privacy = $2, updated_at = now() WHERE id = $1
-RETURNING id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at
+RETURNING id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at
 `
 
 type SetMessagePrivacyParams struct {
@@ -183,6 +188,7 @@ func (q *Queries) SetMessagePrivacy(ctx context.Context, arg SetMessagePrivacyPa
 		&i.MessagePrivacy,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
 	)
 	return i, err
 }
@@ -207,7 +213,7 @@ SET display_name = coalesce($1, display_name),
     bio          = coalesce($2, bio),
     updated_at   = now()
 WHERE id = $3
-RETURNING id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at
+RETURNING id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at
 `
 
 type UpdateProfileParams struct {
@@ -229,6 +235,7 @@ func (q *Queries) UpdateProfile(ctx context.Context, arg UpdateProfileParams) (U
 		&i.MessagePrivacy,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.LastSeenAt,
 	)
 	return i, err
 }

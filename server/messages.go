@@ -32,24 +32,26 @@ const (
 type messagesService struct {
 	parleyv1connect.UnimplementedMessagesServiceHandler
 
-	db      *db.DB
-	hub     *hub
-	tokens  *tokens
-	cfg     Config
-	sends   *keyedLimiter
-	typing  *keyedLimiter
-	heartbt time.Duration
+	db       *db.DB
+	hub      *hub
+	tokens   *tokens
+	presence *presence
+	cfg      Config
+	sends    *keyedLimiter
+	typing   *keyedLimiter
+	heartbt  time.Duration
 }
 
-func newMessagesService(d *db.DB, h *hub, t *tokens, cfg Config) *messagesService {
+func newMessagesService(d *db.DB, h *hub, t *tokens, p *presence, cfg Config) *messagesService {
 	return &messagesService{
-		db:      d,
-		hub:     h,
-		tokens:  t,
-		cfg:     cfg,
-		sends:   newKeyedLimiter(cfg.SendPerUser, 100_000),
-		typing:  newKeyedLimiter(Rate{Burst: 1, Per: 2 * time.Second}, 100_000),
-		heartbt: cfg.HeartbeatInterval,
+		presence: p,
+		db:       d,
+		hub:      h,
+		tokens:   t,
+		cfg:      cfg,
+		sends:    newKeyedLimiter(cfg.SendPerUser, 100_000),
+		typing:   newKeyedLimiter(Rate{Burst: 1, Per: 2 * time.Second}, 100_000),
+		heartbt:  cfg.HeartbeatInterval,
 	}
 }
 

@@ -712,6 +712,9 @@ func TestSubscribeDeliversTheBacklogThenLiveEvents(t *testing.T) {
 
 		sent := rpcSend(t, c, alice, rpcToConv(conv, "live"))
 		ev := rpcReceive(t, bobs)
+		for ev.GetPresence() != nil { // alice coming online
+			ev = rpcReceive(t, bobs)
+		}
 		if diff := cmp.Diff(sent.GetMessage(), ev.GetMessage(), protocmp.Transform()); diff != "" {
 			t.Fatalf("live message (-want +got):\n%s", diff)
 		}
@@ -722,7 +725,7 @@ func TestSubscribeDeliversTheBacklogThenLiveEvents(t *testing.T) {
 		want := &parleyv1.ReadEvent{ConversationId: conv, UserId: bob.user.GetId(), Seq: 3}
 		for {
 			ev := rpcReceive(t, alices)
-			if ev.GetHeartbeat() != nil {
+			if ev.GetHeartbeat() != nil || ev.GetPresence() != nil {
 				continue
 			}
 			if m := ev.GetMessage(); m != nil {

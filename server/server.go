@@ -95,6 +95,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	health  *healthChecker
 	relay   *relay
+	pres    *presence
 }
 
 // New builds a server on an open, migrated database.
@@ -119,6 +120,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 			return nil, err
 		}
 	}
+	pres := newPresence(d, h, h.relay, logger)
 	return &Server{
 		relay:   h.relay,
 		db:      d,
@@ -126,7 +128,8 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		cfg:     cfg,
 		tokens:  toks,
 		auth:    newAuthService(d, hasher, toks, h, cfg),
-		msgs:    newMessagesService(d, h, toks, cfg),
+		msgs:    newMessagesService(d, h, toks, pres, cfg),
+		pres:    pres,
 		metrics: m,
 		reg:     reg,
 		health: &healthChecker{db: d, relay: h.relay, services: map[string]bool{
@@ -138,6 +141,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 
 // Close stops the server's background work (the Redis relay).
 func (s *Server) Close() {
+	s.pres.Close()
 	if s.relay != nil {
 		s.relay.Close()
 	}

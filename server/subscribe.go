@@ -51,11 +51,22 @@ func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.Subscribe
 		return errTooManyStreams
 	}
 	defer s.hub.unsubscribe(sub)
+	s.presence.connect(ctx, c.UserID)
+	defer s.presence.disconnect(c.UserID)
 
 	cu := &catchUp{s: s, userID: c.UserID, send: stream.Send, views: make(map[string]*streamView)}
 	started := time.Now()
 	if err := cu.backlog(ctx, req.GetCursors()); err != nil {
 		return err
+	}
+	online, err := s.presence.onlinePeers(ctx, c.UserID)
+	if err != nil {
+		return err
+	}
+	for _, ev := range online {
+		if err := stream.Send(ev); err != nil {
+			return err
+		}
 	}
 	if err := cu.heartbeat(nil); err != nil {
 		return err
