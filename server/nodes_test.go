@@ -170,3 +170,42 @@ func TestRedisRestartLosesNothing(t *testing.T) {
 	}
 	t.Fatal("/readyz did not report ok after Redis came back")
 }
+
+func TestPresenceSpansNodes(t *testing.T) {
+	t.Parallel()
+	ch := testChannel()
+	n1, n2 := twoNodes(t, redisURL(t), ch, ch, time.Hour)
+	a, b, conv := n1.pair("pnodes_a", "pnodes_b")
+	bobs := openStream(t, n1, b, conv, 1)
+
+	open := func(n *env) (context.CancelFunc, *connect.ServerStreamForClient[parleyv1.SubscribeResponse]) {
+		ctx, cancel := context.WithTimeout(a.ctx(), 20*time.Second)
+		s, err := n.msgs().Subscribe(ctx, &parleyv1.SubscribeRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for s.Receive() && s.Msg().GetHeartbeat() == nil {
+		}
+		return cancel, s
+	}
+	cancel1, s1 := open(n1)
+	if p := nextPresence(t, bobs); !p.GetOnline() {
+		t.Fatalf("got %v, want alice online", p)
+	}
+	cancel2, s2 := open(n2)
+	// Closing the node 1 stream leaves alice online through node 2: the next
+	// presence event bob sees must be the offline after node 2 closes too.
+	cancel1()
+	s1.Close()
+	time.Sleep(300 * time.Millisecond)
+	closedAt := time.Now()
+	cancel2()
+	s2.Close()
+	p := nextPresence(t, bobs)
+	if p.GetOnline() {
+		t.Fatalf("got %v, want offline", p)
+	}
+	if p.GetLastSeenTime().AsTime().Before(closedAt.Add(-100 * time.Millisecond)) {
+		t.Fatalf("offline announced at %v, before alice's last stream (node 2) closed at %v", p.GetLastSeenTime().AsTime(), closedAt)
+	}
+}

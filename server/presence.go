@@ -101,7 +101,11 @@ func (p *presence) connect(ctx context.Context, userID string) {
 		return
 	}
 	if p.relay != nil {
+		elsewhere := p.onlineElsewhere(ctx, userID)
 		p.record(ctx, userID)
+		if elsewhere {
+			return // the peers know already
+		}
 	}
 	p.announce(ctx, &parleyv1.PresenceEvent{UserId: userID, Online: true})
 }

@@ -27,6 +27,7 @@ const usage = `Parley is a chat backend: accounts, contacts, groups, messaging a
 Usage:
   parley serve     run the server (embedded PostgreSQL unless PARLEY_DATABASE_URL is set)
   parley migrate   apply database migrations and exit
+  parley bench     drive a running server with a load workload and report
   parley version   print the version
   parley help      show this help
 
@@ -44,6 +45,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, args[1:], getenv, stdout, stderr)
 	case "migrate":
 		return migrate(ctx, args[1:], getenv, stderr)
+	case "bench":
+		return bench(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "parley", version())
 		return nil

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
+	"github.com/parley-chat/parley/gen/go/parley/v1/parleyv1connect"
+)
+
+const benchHelp = `Usage: parley bench -target URL -workload w1|w4|w5 [flags]
+
+Drives a running "parley serve" over the network with the gRPC protocol on
+h2c and prints a table (with -json, one JSON object instead). It registers
+its own users under a random prefix. Start the server with its limits off
+and cheap password hashing, for example:
+
+  PARLEY_REGISTER_LIMIT_ADDRESS=0 PARLEY_LOGIN_LIMIT_ADDRESS=0 \
+  PARLEY_LOGIN_LIMIT_ACCOUNT=0 PARLEY_SEND_LIMIT=0 \
+  PARLEY_ARGON2_MEMORY_KIB=64 PARLEY_ARGON2_ITERATIONS=1 parley serve
+
+Workloads:
+  w1  -pairs N -rate R -duration D: open-loop 1:1 messaging; ack and
+      send→deliver latency from the scheduled send time, loss and order
+  w4  -messages M: M messages reach an offline user, who then subscribes
+      from its cursor; time until the last one arrives
+  w5  -streams N [-server-pid PID]: N idle Subscribe streams; server RSS
+      per stream (VmRSS from /proc/PID/status)
+
+Flags:
+`
+
+// limitsHint is added to errors that suggest the server's limits are on.
+const limitsHint = "start the server with PARLEY_REGISTER_LIMIT_ADDRESS=0 PARLEY_LOGIN_LIMIT_ADDRESS=0 PARLEY_LOGIN_LIMIT_ACCOUNT=0 PARLEY_SEND_LIMIT=0"
+
+// benchConfig is what `parley bench` is told by its flags.
+type benchConfig struct {
+	target    string
+	workload  string
+	pairs     int
+	rate      float64
+	duration  time.Duration
+	messages  int
+	senders   int
+	streams   int
+	serverPID int
+	setup     int
+	json      bool
+}
+
+func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
+	fs := flag.NewFlagSet("parley bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, benchHelp)
+		fs.PrintDefaults()
+	}
+	var c benchConfig
+	fs.StringVar(&c.target, "target", "http://127.0.0.1:8080", "base URL of the server (h2c)")
+	fs.StringVar(&c.workload, "workload", "w1", "w1, w4 or w5")
+	fs.IntVar(&c.pairs, "pairs", 10, "w1: sender/receiver pairs")
+	fs.Float64Var(&c.rate, "rate", 200, "w1: total messages per second over all pairs")
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "w1: how long to send")
+	fs.IntVar(&c.messages, "messages", 10000, "w4: messages sent to the offline user")
+	fs.IntVar(&c.senders, "senders", 8, "w4: concurrent Sends during the burst")
+	fs.IntVar(&c.streams, "streams", 1000, "w5: idle Subscribe streams to open")
+	fs.IntVar(&c.serverPID, "server-pid", 0, "w5: server process id, to read its RSS (0: do not)")
+	fs.IntVar(&c.setup, "setup-concurrency", 16, "concurrent calls while registering users and opening streams")
+	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of a table")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	switch {
+	case c.workload != "w1" && c.workload != "w4" && c.workload != "w5":
+		return c, fmt.Errorf("-workload must be w1, w4 or w5, not %q", c.workload)
+	case c.pairs < 1 || c.rate <= 0 || c.duration <= 0:
+		return c, fmt.Errorf("-pairs, -rate and -duration must be positive")
+	case c.messages < 1 || c.senders < 1 || c.streams < 1 || c.setup < 1:
+		return c, fmt.Errorf("-messages, -senders, -streams and -setup-concurrency must be positive")
+	}
+	c.target = strings.TrimRight(c.target, "/")
+	return c, nil
+}
+
+// benchReport is what a workload prints: a table and a JSON value.
+type benchReport interface {
+	table(w io.Writer)
+}
+
+func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseBenchConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	cl := newBenchClient(cfg.target)
+	defer cl.close()
+	var rep benchReport
+	switch cfg.workload {
+	case "w1":
+		rep, err = runW1(ctx, cl, cfg)
+	case "w4":
+		rep, err = runW4(ctx, cl, cfg)
+	case "w5":
+		rep, err = runW5(ctx, cl, cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("bench %s: %w", cfg.workload, err)
+	}
+	if cfg.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+		return nil
+	}
+	rep.table(stdout)
+	return nil
+}
+
+// benchClient holds the generated clients over one h2c transport.
+type benchClient struct {
+	tr     *http.Transport
+	auth   parleyv1connect.AuthServiceClient
+	msgs   parleyv1connect.MessagesServiceClient
+	prefix string
+}
+
+func newBenchClient(target string) *benchClient {
+	tr := &http.Transport{Protocols: new(http.Protocols), MaxIdleConnsPerHost: 64}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	hc := &http.Client{Transport: tr}
+	return &benchClient{
+		tr:     tr,
+		auth:   parleyv1connect.NewAuthServiceClient(hc, target, connect.WithGRPC()),
+		msgs:   parleyv1connect.NewMessagesServiceClient(hc, target, connect.WithGRPC()),
+		prefix: fmt.Sprintf("bn%08x", rand.Uint32()),
+	}
+}
+
+func (c *benchClient) close() { c.tr.CloseIdleConnections() }
+
+// benchUser is a registered, logged-in user.
+type benchUser struct {
+	id    string
+	name  string
+	token string
+}
+
+// authed returns a context whose calls carry the user's access token. Each
+// call needs its own, since connect records the response in it.
+func (u benchUser) authed(ctx context.Context) context.Context {
+	ctx, info := connect.NewClientContext(ctx)
+	info.RequestHeader().Set("Authorization", "Bearer "+u.token)
+	return ctx
+}
+
+// newUsers registers and logs in n users named prefix_role<i> and lets
+// anyone message them.
+func (c *benchClient) newUsers(ctx context.Context, role string, n, concurrency int) ([]benchUser, error) {
+	users := make([]benchUser, n)
+	err := forEach(n, concurrency, func(i int) error {
+		u, err := c.newUser(ctx, fmt.Sprintf("%s_%s%d", c.prefix, role, i))
+		users[i] = u
+		return err
+	})
+	return users, err
+}
+
+func (c *benchClient) newUser(ctx context.Context, name string) (benchUser, error) {
+	const password = "bench-password"
+	reg, err := c.auth.Register(ctx, &parleyv1.RegisterRequest{Username: name, Password: password, DisplayName: name})
+	if err != nil {
+		return benchUser{}, limitError("register "+name, err)
+	}
+	login, err := c.auth.Login(ctx, &parleyv1.LoginRequest{Username: name, Password: password, DeviceName: "parley bench", Platform: parleyv1.Platform_PLATFORM_CLI})
+	if err != nil {
+		return benchUser{}, limitError("log in "+name, err)
+	}
+	u := benchUser{id: reg.GetUser().GetId(), name: name, token: login.GetTokens().GetAccessToken()}
+	if _, err := c.auth.UpdatePrivacy(u.authed(ctx), &parleyv1.UpdatePrivacyRequest{MessagePrivacy: parleyv1.MessagePrivacy_MESSAGE_PRIVACY_EVERYONE}); err != nil {
+		return benchUser{}, fmt.Errorf("update privacy of %s: %w", name, err)
+	}
+	return u, nil
+}
+
+// limitError wraps err, naming the environment that turns limits off when
+// the server refused for a limit.
+func limitError(what string, err error) error {
+	if connect.CodeOf(err) == connect.CodeResourceExhausted {
+		return fmt.Errorf("%s: %w (%s)", what, err, limitsHint)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// directConversation creates (or finds) the conversation between from and to.
+func (c *benchClient) directConversation(ctx context.Context, from, to benchUser) (string, error) {
+	res, err := c.msgs.CreateDirectConversation(from.authed(ctx), &parleyv1.CreateDirectConversationRequest{UserId: to.id})
+	if err != nil {
+		return "", fmt.Errorf("create conversation %s→%s: %w", from.name, to.name, err)
+	}
+	return res.GetConversation().GetId(), nil
+}
+
+// send sends one text message into a conversation and returns its seq.
+func (c *benchClient) send(ctx context.Context, from benchUser, convID, clientMsgID string) (int64, error) {
+	res, err := c.msgs.Send(from.authed(ctx), &parleyv1.SendRequest{
+		ClientMsgId: clientMsgID,
+		Target:      &parleyv1.SendRequest_ConversationId{ConversationId: convID},
+		Content:     &parleyv1.SendRequest_Text{Text: &parleyv1.TextContent{Body: "bench " + clientMsgID}},
+	})
+	if err != nil {
+		return 0, limitError("send", err)
+	}
+	return res.GetSeq(), nil
+}
+
+// forEach runs fn(0..n-1) with at most concurrency calls at once and
+// returns the first error.
+func forEach(n, concurrency int, fn func(i int) error) error {
+	sem := make(chan struct{}, concurrency)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = fn(i)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/db/dbtest"
+)
+
+// benchEnv is the environment a server under `parley bench` needs: limits
+// off and cheap password hashing.
+func benchEnv(t *testing.T) map[string]string {
+	return map[string]string{
+		"PARLEY_DATABASE_URL":           dbtest.URL(t),
+		"PARLEY_REGISTER_LIMIT_ADDRESS": "0",
+		"PARLEY_LOGIN_LIMIT_ADDRESS":    "0",
+		"PARLEY_LOGIN_LIMIT_ACCOUNT":    "0",
+		"PARLEY_SEND_LIMIT":             "0",
+		"PARLEY_ARGON2_MEMORY_KIB":      "64",
+		"PARLEY_ARGON2_ITERATIONS":      "1",
+		"PARLEY_LOG_LEVEL":              "warn",
+	}
+}
+
+// runBench runs `parley bench` with -json and decodes its report into out.
+func runBench(t *testing.T, args []string, out any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	if err := run(ctx, append(append([]string{"bench"}, args...), "-json"), envFrom(nil), &stdout, &stderr); err != nil {
+		t.Fatalf("bench %v: %v\nstderr:\n%s", args, err, stderr.String())
+	}
+	if err := json.Unmarshal([]byte(stdout.String()), out); err != nil {
+		t.Fatalf("decode report: %v\nstdout:\n%s", err, stdout.String())
+	}
+	t.Logf("bench %v:\n%s", args, stdout.String())
+}
+
+func TestBench(t *testing.T) {
+	url, _ := startServe(t, nil, benchEnv(t))
+
+	t.Run("w1 delivers every acked message once, in order", func(t *testing.T) {
+		var r w1Report
+		runBench(t, []string{"-target", url, "-workload", "w1", "-pairs", "2", "-rate", "50", "-duration", "1s"}, &r)
+		if r.Acked == 0 || r.Errors != 0 || r.StreamErrors != 0 {
+			t.Fatalf("acked %d, errors %d, stream errors %d; want acked > 0 and no errors (%s)", r.Acked, r.Errors, r.StreamErrors, r.FirstError)
+		}
+		if d := r.Deliveries; d.Lost != 0 || d.Duplicates != 0 || d.OutOfOrder != 0 || d.Delivered != r.Acked {
+			t.Fatalf("deliveries %+v, want %d delivered and none lost, duplicated or out of order", d, r.Acked)
+		}
+		if r.Ack.P99 <= 0 || r.Deliver.P99 <= 0 {
+			t.Fatalf("p99 ack %v ms, deliver %v ms; want both > 0", r.Ack.P99, r.Deliver.P99)
+		}
+	})
+
+	t.Run("w4 catches an offline user up on every message", func(t *testing.T) {
+		var r w4Report
+		runBench(t, []string{"-target", url, "-workload", "w4", "-messages", "200"}, &r)
+		if r.Acked != 200 || r.Errors != 0 || !r.Complete {
+			t.Fatalf("acked %d, errors %d, complete %v; want 200, 0, true (%s)", r.Acked, r.Errors, r.Complete, r.FirstError)
+		}
+		if d := r.Deliveries; d.Delivered != 200 || d.Lost != 0 || d.Duplicates != 0 || d.OutOfOrder != 0 {
+			t.Fatalf("deliveries %+v, want 200 delivered exactly once in order", d)
+		}
+		if r.CatchUpMs <= 0 {
+			t.Fatalf("catch-up %v ms, want > 0", r.CatchUpMs)
+		}
+	})
+
+	t.Run("w5 opens idle streams and reads the server's RSS", func(t *testing.T) {
+		var r w5Report
+		runBench(t, []string{"-target", url, "-workload", "w5", "-streams", "20", "-server-pid", strconv.Itoa(os.Getpid())}, &r)
+		if r.Opened != 20 || r.Users < 2 {
+			t.Fatalf("opened %d streams over %d users, want 20 over at least 2", r.Opened, r.Users)
+		}
+		if r.RSSBeforeKB <= 0 || r.RSSAfterKB <= 0 {
+			t.Fatalf("RSS before %d KiB, after %d KiB; want both > 0", r.RSSBeforeKB, r.RSSAfterKB)
+		}
+	})
+}
+
+func TestBenchRefusesBadFlags(t *testing.T) {
+	var stdout, stderr syncBuffer
+	err := run(context.Background(), []string{"bench", "-workload", "w9"}, envFrom(nil), &stdout, &stderr)
+	if err == nil {
+		t.Fatal("bench -workload w9 = nil, want an error")
+	}
+}
+
+func TestNearestRank(t *testing.T) {
+	var s []time.Duration
+	for i := 1; i <= 100; i++ {
+		s = append(s, time.Duration(i)*time.Millisecond)
+	}
+	for p, want := range map[int]time.Duration{50: 50 * time.Millisecond, 95: 95 * time.Millisecond, 99: 99 * time.Millisecond, 100: 100 * time.Millisecond} {
+		if got := nearestRank(s, p); got != want {
+			t.Errorf("nearestRank(1..100 ms, %d) = %v, want %v", p, got, want)
+		}
+	}
+	if got := nearestRank([]time.Duration{7}, 99); got != 7 {
+		t.Errorf("nearestRank([7], 99) = %v, want 7", got)
+	}
+}
+
+func TestCheckSeqs(t *testing.T) {
+	got := []delivery{{seq: 1}, {seq: 3}, {seq: 2}, {seq: 3}}
+	want := seqCheck{Delivered: 4, Lost: 0, Duplicates: 1, OutOfOrder: 1}
+	if c := checkSeqs(got, 5); c != (seqCheck{Delivered: 4, Lost: 2, Duplicates: 1, OutOfOrder: 1}) {
+		t.Errorf("checkSeqs(1,3,2,3 up to 5) = %+v, want 2 lost (4, 5), 1 duplicate, 1 out of order", c)
+	}
+	if c := checkSeqs(got, 3); c != want {
+		t.Errorf("checkSeqs(1,3,2,3 up to 3) = %+v, want %+v", c, want)
+	}
+}
