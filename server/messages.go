@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -80,20 +81,22 @@ func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (
 		recipients []string
 	)
 	err = s.db.Tx(ctx, func(q *db.Queries) error {
-		// A retry of a committed Send returns the original. Checked again
-		// under the conversation lock, where a racing retry has committed.
-		if msg, duplicate, err = existingSend(ctx, q, c.UserID, req.GetClientMsgId()); err != nil || duplicate {
-			return err
-		}
-		conv, err := q.LockConversation(ctx, convID)
+		// Allocating the seq takes the conversation's row lock: writers of
+		// one log queue here, and the increment rolls back with any failure
+		// below, so seqs stay gapless.
+		pos, err := q.AllocateSeq(ctx, convID)
 		if db.IsNoRows(err) {
 			return errConversationNotFound
 		}
 		if err != nil {
-			return fmt.Errorf("lock conversation: %w", err)
+			return fmt.Errorf("allocate seq: %w", err)
 		}
-		if msg, duplicate, err = existingSend(ctx, q, c.UserID, req.GetClientMsgId()); err != nil || duplicate {
+		// A retry of a committed Send returns the original. Read under the
+		// lock, where a racing retry has committed.
+		if msg, duplicate, err = existingSend(ctx, q, c.UserID, req.GetClientMsgId()); err != nil {
 			return err
+		} else if duplicate {
+			return errDuplicateSend // roll back the seq
 		}
 		me, err := q.GetMembership(ctx, db.GetMembershipParams{ConversationID: convID, UserID: c.UserID})
 		if db.IsNoRows(err) {
@@ -115,11 +118,11 @@ func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (
 				recipients = append(recipients, m.UserID)
 			}
 		}
-		if err := s.admit(ctx, q, conv, me, members, req); err != nil {
+		if err := s.admit(ctx, q, me, pos.LastSeq-1, members, req); err != nil {
 			return err
 		}
 		clientID := req.GetClientMsgId()
-		msg, err = appendEntry(ctx, q, db.InsertMessageParams{
+		msg, err = insertEntry(ctx, q, pos, db.InsertMessageParams{
 			ConversationID: convID,
 			SenderID:       &c.UserID,
 			ClientMsgID:    &clientID,
@@ -133,6 +136,9 @@ func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (
 		}
 		return nil
 	})
+	if errors.Is(err, errDuplicateSend) {
+		err = nil
+	}
 	if db.IsUniqueViolation(err, "messages_sender_id_client_msg_id_key") {
 		// A concurrent retry won between our checks and our insert.
 		msg, err = s.db.GetMessageByClientID(ctx, db.GetMessageByClientIDParams{SenderID: &c.UserID, ClientMsgID: ptr(req.GetClientMsgId())})
@@ -167,6 +173,11 @@ func appendEntry(ctx context.Context, q *db.Queries, p db.InsertMessageParams) (
 	if err != nil {
 		return db.Message{}, fmt.Errorf("allocate seq: %w", err)
 	}
+	return insertEntry(ctx, q, pos, p)
+}
+
+// insertEntry writes an entry at a seq allocated in the same transaction.
+func insertEntry(ctx context.Context, q *db.Queries, pos db.AllocateSeqRow, p db.InsertMessageParams) (db.Message, error) {
 	p.Seq, p.CreatedAt = pos.LastSeq, pos.LastMessageAt
 	if p.MentionUserIds == nil {
 		p.MentionUserIds = []string{}
@@ -197,12 +208,12 @@ func existingSend(ctx context.Context, q *db.Queries, senderID, clientMsgID stri
 // admit applies the rules a message must pass beyond membership: replies
 // and mentions must point inside the conversation, and a direct message must
 // respect the recipient's privacy setting.
-func (s *messagesService) admit(ctx context.Context, q *db.Queries, conv db.Conversation, me db.Membership, members []db.Member, req *parleyv1.SendRequest) error {
-	if r := req.GetReplyToSeq(); r != 0 && (r < me.JoinedSeq || r <= me.ClearedSeq || r > conv.LastSeq) {
+func (s *messagesService) admit(ctx context.Context, q *db.Queries, me db.Membership, lastSeq int64, members []db.Member, req *parleyv1.SendRequest) error {
+	if r := req.GetReplyToSeq(); r != 0 && (r < me.JoinedSeq || r <= me.ClearedSeq || r > lastSeq) {
 		return invalidArgument("reply_to_seq", "parley.reply_in_view", "must be a message of this conversation you can see")
 	}
 	if len(req.GetMentionUserIds()) > 0 {
-		if conv.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_GROUP) {
+		if me.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_GROUP) {
 			return invalidArgument("mention_user_ids", "parley.mentions_in_groups", "mentions are for group conversations only")
 		}
 		for _, id := range req.GetMentionUserIds() {
@@ -211,7 +222,7 @@ func (s *messagesService) admit(ctx context.Context, q *db.Queries, conv db.Conv
 			}
 		}
 	}
-	if conv.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT) {
+	if me.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT) {
 		return nil
 	}
 	var peer db.Member
