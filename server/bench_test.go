@@ -73,3 +73,18 @@ func forEachProtocolB(b *testing.B, fn func(b *testing.B, opts []connect.ClientO
 		b.Run(p.name, func(b *testing.B) { fn(b, p.opts) })
 	}
 }
+
+// BenchmarkSend is one client's Send latency in an existing direct
+// conversation: one transaction, ack after commit.
+func BenchmarkSend(b *testing.B) {
+	e := newEnv(b, func(c *server.Config) { c.SendPerUser = server.Rate{} })
+	a, _, conv := e.pair("bench_send_a", "bench_send_b")
+	forEachProtocolB(b, func(b *testing.B, opts []connect.ClientOption) {
+		c := e.msgs(opts...)
+		for b.Loop() {
+			if _, err := c.Send(a.ctx(), text("", "benchmark", conv)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
