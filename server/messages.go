@@ -98,19 +98,17 @@ func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (
 		} else if duplicate {
 			return errDuplicateSend // roll back the seq
 		}
-		me, err := q.GetMembership(ctx, db.GetMembershipParams{ConversationID: convID, UserID: c.UserID})
-		if db.IsNoRows(err) {
-			return errConversationNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("get membership: %w", err)
-		}
-		if me.LeftSeq != nil {
-			return errNotMember
-		}
 		members, err := q.ListConversationMembers(ctx, convID)
 		if err != nil {
 			return fmt.Errorf("list members: %w", err)
+		}
+		i := slices.IndexFunc(members, func(m db.Member) bool { return m.UserID == c.UserID })
+		if i < 0 {
+			return errConversationNotFound
+		}
+		me := members[i]
+		if me.LeftSeq != nil {
+			return errNotMember
 		}
 		recipients = recipients[:0]
 		for _, m := range members {
@@ -118,7 +116,7 @@ func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (
 				recipients = append(recipients, m.UserID)
 			}
 		}
-		if err := s.admit(ctx, q, me, pos.LastSeq-1, members, req); err != nil {
+		if err := s.admit(ctx, q, me, pos.Kind, pos.LastSeq-1, members, req); err != nil {
 			return err
 		}
 		clientID := req.GetClientMsgId()
@@ -208,12 +206,12 @@ func existingSend(ctx context.Context, q *db.Queries, senderID, clientMsgID stri
 // admit applies the rules a message must pass beyond membership: replies
 // and mentions must point inside the conversation, and a direct message must
 // respect the recipient's privacy setting.
-func (s *messagesService) admit(ctx context.Context, q *db.Queries, me db.Membership, lastSeq int64, members []db.Member, req *parleyv1.SendRequest) error {
+func (s *messagesService) admit(ctx context.Context, q *db.Queries, me db.Member, kind int16, lastSeq int64, members []db.Member, req *parleyv1.SendRequest) error {
 	if r := req.GetReplyToSeq(); r != 0 && (r < me.JoinedSeq || r <= me.ClearedSeq || r > lastSeq) {
 		return invalidArgument("reply_to_seq", "parley.reply_in_view", "must be a message of this conversation you can see")
 	}
 	if len(req.GetMentionUserIds()) > 0 {
-		if me.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_GROUP) {
+		if kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_GROUP) {
 			return invalidArgument("mention_user_ids", "parley.mentions_in_groups", "mentions are for group conversations only")
 		}
 		for _, id := range req.GetMentionUserIds() {
@@ -222,7 +220,7 @@ func (s *messagesService) admit(ctx context.Context, q *db.Queries, me db.Member
 			}
 		}
 	}
-	if me.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT) {
+	if kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT) {
 		return nil
 	}
 	var peer db.Member
