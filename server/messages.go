@@ -311,7 +311,7 @@ func (s *messagesService) directConversation(ctx context.Context, me, peer strin
 		}
 		return nil
 	})
-	if err == errLostRace {
+	if errors.Is(err, errLostRace) {
 		// The other user's first message created it: use theirs.
 		return s.db.GetDirectConversationID(ctx, db.GetDirectConversationIDParams{UserLow: low, UserHigh: high})
 	}
@@ -561,15 +561,9 @@ func (s *messagesService) MarkRead(ctx context.Context, req *parleyv1.MarkReadRe
 		return nil, fmt.Errorf("mark read: %w", err)
 	}
 	if readSeq > m.ReadSeq && m.LeftSeq == nil {
-		members, err := s.db.ListConversationMembers(ctx, m.ConversationID)
+		to, err := currentMembers(ctx, s.db.Queries, m.ConversationID)
 		if err != nil {
-			return nil, fmt.Errorf("list members: %w", err)
-		}
-		var to []string
-		for _, other := range members {
-			if other.LeftSeq == nil {
-				to = append(to, other.UserID)
-			}
+			return nil, err
 		}
 		s.hub.publish(to, c.SessionID, &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Read{Read: &parleyv1.ReadEvent{
 			ConversationId: m.ConversationID, UserId: c.UserID, Seq: readSeq,
