@@ -32,6 +32,9 @@ and cheap password hashing, for example:
 Workloads:
   w1  -pairs N -rate R -duration D: open-loop 1:1 messaging; ack and
       send→deliver latency from the scheduled send time, loss and order
+  w2  -pairs N [-step D -max-senders M -p99-limit L]: closed-loop senders
+      over N conversations, doubled every step until p99 ack exceeds L;
+      the highest sustained durable rate, loss checked by receivers
   w4  -messages M: M messages reach an offline user, who then subscribes
       from its cursor; time until the last one arrives
   w5  -streams N [-server-pid PID]: N idle Subscribe streams; server RSS
@@ -45,17 +48,20 @@ const limitsHint = "start the server with PARLEY_REGISTER_LIMIT_ADDRESS=0 PARLEY
 
 // benchConfig is what `parley bench` is told by its flags.
 type benchConfig struct {
-	target    string
-	workload  string
-	pairs     int
-	rate      float64
-	duration  time.Duration
-	messages  int
-	senders   int
-	streams   int
-	serverPID int
-	setup     int
-	json      bool
+	target     string
+	workload   string
+	pairs      int
+	rate       float64
+	duration   time.Duration
+	messages   int
+	senders    int
+	streams    int
+	serverPID  int
+	setup      int
+	json       bool
+	step       time.Duration
+	maxSenders int
+	p99Limit   time.Duration
 }
 
 func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
@@ -67,22 +73,27 @@ func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
 	}
 	var c benchConfig
 	fs.StringVar(&c.target, "target", "http://127.0.0.1:8080", "base URL of the server (h2c)")
-	fs.StringVar(&c.workload, "workload", "w1", "w1, w4 or w5")
-	fs.IntVar(&c.pairs, "pairs", 10, "w1: sender/receiver pairs")
+	fs.StringVar(&c.workload, "workload", "w1", "w1, w2, w4 or w5")
+	fs.IntVar(&c.pairs, "pairs", 10, "w1, w2: sender/receiver pairs (conversations)")
 	fs.Float64Var(&c.rate, "rate", 200, "w1: total messages per second over all pairs")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "w1: how long to send")
 	fs.IntVar(&c.messages, "messages", 10000, "w4: messages sent to the offline user")
 	fs.IntVar(&c.senders, "senders", 8, "w4: concurrent Sends during the burst")
 	fs.IntVar(&c.streams, "streams", 1000, "w5: idle Subscribe streams to open")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "w5: server process id, to read its RSS (0: do not)")
+	fs.DurationVar(&c.step, "step", 5*time.Second, "w2: how long each level of concurrency runs")
+	fs.IntVar(&c.maxSenders, "max-senders", 512, "w2: the most concurrent senders to try")
+	fs.DurationVar(&c.p99Limit, "p99-limit", 50*time.Millisecond, "w2: stop when p99 ack latency exceeds this")
 	fs.IntVar(&c.setup, "setup-concurrency", 16, "concurrent calls while registering users and opening streams")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of a table")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	switch {
-	case c.workload != "w1" && c.workload != "w4" && c.workload != "w5":
-		return c, fmt.Errorf("-workload must be w1, w4 or w5, not %q", c.workload)
+	case c.workload != "w1" && c.workload != "w2" && c.workload != "w4" && c.workload != "w5":
+		return c, fmt.Errorf("-workload must be w1, w2, w4 or w5, not %q", c.workload)
+	case c.step <= 0 || c.maxSenders < 1 || c.p99Limit <= 0:
+		return c, fmt.Errorf("-step, -max-senders and -p99-limit must be positive")
 	case c.pairs < 1 || c.rate <= 0 || c.duration <= 0:
 		return c, fmt.Errorf("-pairs, -rate and -duration must be positive")
 	case c.messages < 1 || c.senders < 1 || c.streams < 1 || c.setup < 1:
@@ -108,6 +119,8 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cfg.workload {
 	case "w1":
 		rep, err = runW1(ctx, cl, cfg)
+	case "w2":
+		rep, err = runW2(ctx, cl, cfg)
 	case "w4":
 		rep, err = runW4(ctx, cl, cfg)
 	case "w5":

@@ -58,6 +58,28 @@ func TestBench(t *testing.T) {
 		}
 	})
 
+	t.Run("w2 ramps senders and loses nothing", func(t *testing.T) {
+		var r w2Report
+		runBench(t, []string{"-target", url, "-workload", "w2", "-pairs", "3", "-step", "300ms", "-max-senders", "4", "-p99-limit", "10s"}, &r)
+		if len(r.Steps) != 3 || r.Steps[2].Senders != 4 {
+			t.Fatalf("steps %+v, want 1, 2 and 4 senders", r.Steps)
+		}
+		acked := 0
+		for _, s := range r.Steps {
+			if s.Errors != 0 || s.Acked == 0 || s.Ack.P99 <= 0 {
+				t.Fatalf("step %+v: want acks, latencies and no errors", s)
+			}
+			acked += s.Acked
+		}
+		if r.BestRate <= 0 || r.BestSenders == 0 {
+			t.Fatalf("best rate %v with %d senders, want > 0", r.BestRate, r.BestSenders)
+		}
+		// Each conversation's first message (from setup) is delivered too.
+		if d := r.Deliveries; d.Lost != 0 || d.Duplicates != 0 || d.OutOfOrder != 0 || d.Delivered < acked {
+			t.Fatalf("deliveries %+v after %d acks, want all delivered once in order", d, acked)
+		}
+	})
+
 	t.Run("w4 catches an offline user up on every message", func(t *testing.T) {
 		var r w4Report
 		runBench(t, []string{"-target", url, "-workload", "w4", "-messages", "200"}, &r)
