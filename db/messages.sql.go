@@ -97,6 +97,84 @@ func (q *Queries) AllocateSeq(ctx context.Context, id string) (AllocateSeqRow, e
 	return i, err
 }
 
+const appendMessage = `-- name: AppendMessage :one
+WITH conv AS (
+    UPDATE conversations c
+    SET last_seq = c.last_seq + 1, last_message_at = now()
+    WHERE c.id = $1::uuid
+      AND EXISTS (SELECT 1 FROM members m
+                  WHERE m.conversation_id = c.id AND m.user_id = $2::uuid AND m.left_seq IS NULL)
+    RETURNING c.id, c.last_seq, c.last_message_at
+), msg AS (
+    INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, created_at)
+    SELECT conv.id, conv.last_seq, $2::uuid, $3::text, $4::smallint, $5::bytea,
+           $6::bigint, $7::uuid[], conv.last_message_at
+    FROM conv
+    RETURNING conversation_id, seq, id, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, recalled_at, created_at
+), mark AS (
+    UPDATE members m SET read_seq = GREATEST(m.read_seq, msg.seq), sent_count = m.sent_count + 1
+    FROM msg
+    WHERE m.conversation_id = msg.conversation_id AND m.user_id = msg.sender_id
+)
+SELECT conversation_id, seq, id, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, recalled_at, created_at FROM msg
+`
+
+type AppendMessageParams struct {
+	ConversationID string
+	SenderID       string
+	ClientMsgID    string
+	Kind           int16
+	Content        []byte
+	ReplyToSeq     int64
+	MentionUserIds []string
+}
+
+type AppendMessageRow struct {
+	ConversationID string
+	Seq            int64
+	ID             string
+	SenderID       *string
+	ClientMsgID    *string
+	Kind           int16
+	Content        []byte
+	ReplyToSeq     int64
+	MentionUserIds []string
+	RecalledAt     *time.Time
+	CreatedAt      time.Time
+}
+
+// AppendMessage appends a user's message in one statement: it takes the
+// conversation's row lock by allocating the next seq (only for a current
+// member), inserts the message at it and advances the sender's read cursor.
+// A duplicate client_msg_id fails the insert, which undoes the allocation:
+// seqs stay gapless. No row means the sender is not a current member.
+func (q *Queries) AppendMessage(ctx context.Context, arg AppendMessageParams) (AppendMessageRow, error) {
+	row := q.db.QueryRow(ctx, appendMessage,
+		arg.ConversationID,
+		arg.SenderID,
+		arg.ClientMsgID,
+		arg.Kind,
+		arg.Content,
+		arg.ReplyToSeq,
+		arg.MentionUserIds,
+	)
+	var i AppendMessageRow
+	err := row.Scan(
+		&i.ConversationID,
+		&i.Seq,
+		&i.ID,
+		&i.SenderID,
+		&i.ClientMsgID,
+		&i.Kind,
+		&i.Content,
+		&i.ReplyToSeq,
+		&i.MentionUserIds,
+		&i.RecalledAt,
+		&i.CreatedAt,
+	)
+	return i, err
+}
+
 const clearHistory = `-- name: ClearHistory :exec
 UPDATE members SET cleared_seq = GREATEST(cleared_seq, $1::bigint)
 WHERE conversation_id = $2 AND user_id = $3
@@ -448,6 +526,57 @@ func (q *Queries) ListConversationPage(ctx context.Context, arg ListConversation
 			&i.LastMessageAt,
 			&i.CreatedAt,
 			&i.VisibleLastSeq,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listMembersForSend = `-- name: ListMembersForSend :many
+SELECT m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq,
+       c.kind, c.last_seq, u.message_privacy
+FROM members m
+JOIN conversations c ON c.id = m.conversation_id
+JOIN users u ON u.id = m.user_id
+WHERE m.conversation_id = $1
+`
+
+type ListMembersForSendRow struct {
+	UserID         string
+	JoinedSeq      int64
+	ClearedSeq     int64
+	SentCount      int64
+	LeftSeq        *int64
+	Kind           int16
+	LastSeq        int64
+	MessagePrivacy int16
+}
+
+// ListMembersForSend is what Send checks before it appends: every member
+// with the conversation's kind and position and the member's privacy.
+func (q *Queries) ListMembersForSend(ctx context.Context, conversationID string) ([]ListMembersForSendRow, error) {
+	rows, err := q.db.Query(ctx, listMembersForSend, conversationID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListMembersForSendRow{}
+	for rows.Next() {
+		var i ListMembersForSendRow
+		if err := rows.Scan(
+			&i.UserID,
+			&i.JoinedSeq,
+			&i.ClearedSeq,
+			&i.SentCount,
+			&i.LeftSeq,
+			&i.Kind,
+			&i.LastSeq,
+			&i.MessagePrivacy,
 		); err != nil {
 			return nil, err
 		}

@@ -108,3 +108,39 @@ WHERE user_id = @user_id AND conversation_id = @conversation_id AND seq BETWEEN 
 -- name: ClearHistory :exec
 UPDATE members SET cleared_seq = GREATEST(cleared_seq, @seq::bigint)
 WHERE conversation_id = @conversation_id AND user_id = @user_id;
+
+-- ListMembersForSend is what Send checks before it appends: every member
+-- with the conversation's kind and position and the member's privacy.
+-- name: ListMembersForSend :many
+SELECT m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq,
+       c.kind, c.last_seq, u.message_privacy
+FROM members m
+JOIN conversations c ON c.id = m.conversation_id
+JOIN users u ON u.id = m.user_id
+WHERE m.conversation_id = $1;
+
+-- AppendMessage appends a user's message in one statement: it takes the
+-- conversation's row lock by allocating the next seq (only for a current
+-- member), inserts the message at it and advances the sender's read cursor.
+-- A duplicate client_msg_id fails the insert, which undoes the allocation:
+-- seqs stay gapless. No row means the sender is not a current member.
+-- name: AppendMessage :one
+WITH conv AS (
+    UPDATE conversations c
+    SET last_seq = c.last_seq + 1, last_message_at = now()
+    WHERE c.id = @conversation_id::uuid
+      AND EXISTS (SELECT 1 FROM members m
+                  WHERE m.conversation_id = c.id AND m.user_id = @sender_id::uuid AND m.left_seq IS NULL)
+    RETURNING c.id, c.last_seq, c.last_message_at
+), msg AS (
+    INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, created_at)
+    SELECT conv.id, conv.last_seq, @sender_id::uuid, @client_msg_id::text, @kind::smallint, @content::bytea,
+           @reply_to_seq::bigint, @mention_user_ids::uuid[], conv.last_message_at
+    FROM conv
+    RETURNING *
+), mark AS (
+    UPDATE members m SET read_seq = GREATEST(m.read_seq, msg.seq), sent_count = m.sent_count + 1
+    FROM msg
+    WHERE m.conversation_id = msg.conversation_id AND m.user_id = msg.sender_id
+)
+SELECT * FROM msg;

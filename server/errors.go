@@ -47,8 +47,6 @@ var (
 	errStreamSessionEnded   = errors.New("session has been revoked; log in again")
 	// errLostRace is internal: a concurrent request created what we meant to.
 	errLostRace = errors.New("lost a creation race")
-	// errDuplicateSend is internal: it rolls back a Send that is a retry.
-	errDuplicateSend = errors.New("duplicate send")
 )
 
 var errorCodes = map[error]connect.Code{

@@ -74,76 +74,53 @@ func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (
 			return nil, err
 		}
 	}
-
-	var (
-		msg        db.Message
-		duplicate  bool
-		recipients []string
-	)
-	err = s.db.Tx(ctx, func(q *db.Queries) error {
-		// Allocating the seq takes the conversation's row lock: writers of
-		// one log queue here, and the increment rolls back with any failure
-		// below, so seqs stay gapless.
-		pos, err := q.AllocateSeq(ctx, convID)
-		if db.IsNoRows(err) {
-			return errConversationNotFound
-		}
+	// A retry of a committed Send returns the original, whatever the rules
+	// would say now (a stranger's third message stays accepted).
+	msg, duplicate, err := existingSend(ctx, s.db.Queries, c.UserID, req.GetClientMsgId())
+	if err != nil {
+		return nil, err
+	}
+	var recipients []string
+	if !duplicate {
+		members, err := s.db.ListMembersForSend(ctx, convID)
 		if err != nil {
-			return fmt.Errorf("allocate seq: %w", err)
+			return nil, fmt.Errorf("list members: %w", err)
 		}
-		// A retry of a committed Send returns the original. Read under the
-		// lock, where a racing retry has committed.
-		if msg, duplicate, err = existingSend(ctx, q, c.UserID, req.GetClientMsgId()); err != nil {
-			return err
-		} else if duplicate {
-			return errDuplicateSend // roll back the seq
+		if err := admit(c.UserID, members, req); err != nil {
+			return nil, err
 		}
-		members, err := q.ListConversationMembers(ctx, convID)
-		if err != nil {
-			return fmt.Errorf("list members: %w", err)
-		}
-		i := slices.IndexFunc(members, func(m db.Member) bool { return m.UserID == c.UserID })
-		if i < 0 {
-			return errConversationNotFound
-		}
-		me := members[i]
-		if me.LeftSeq != nil {
-			return errNotMember
-		}
-		recipients = recipients[:0]
 		for _, m := range members {
 			if m.LeftSeq == nil {
 				recipients = append(recipients, m.UserID)
 			}
 		}
-		if err := s.admit(ctx, q, me, pos.Kind, pos.LastSeq-1, members, req); err != nil {
-			return err
-		}
-		clientID := req.GetClientMsgId()
-		msg, err = insertEntry(ctx, q, pos, db.InsertMessageParams{
+		// One statement allocates the seq under the conversation's lock,
+		// inserts, and advances the sender's read cursor: it commits as a
+		// whole or not at all, so seqs stay gapless.
+		row, err := s.db.AppendMessage(ctx, db.AppendMessageParams{
 			ConversationID: convID,
-			SenderID:       &c.UserID,
-			ClientMsgID:    &clientID,
+			SenderID:       c.UserID,
+			ClientMsgID:    req.GetClientMsgId(),
 			Kind:           kind,
 			Content:        content,
 			ReplyToSeq:     req.GetReplyToSeq(),
 			MentionUserIds: append([]string{}, req.GetMentionUserIds()...), // never NULL
 		})
-		if err != nil {
-			return err
+		switch {
+		case db.IsUniqueViolation(err, "messages_sender_id_client_msg_id_key"):
+			// A concurrent retry committed between our check and our insert.
+			msg, err = s.db.GetMessageByClientID(ctx, db.GetMessageByClientIDParams{SenderID: &c.UserID, ClientMsgID: ptr(req.GetClientMsgId())})
+			if err != nil {
+				return nil, fmt.Errorf("read the original of a retried send: %w", err)
+			}
+			duplicate = true
+		case db.IsNoRows(err):
+			return nil, errNotMember // left between the check and the append
+		case err != nil:
+			return nil, fmt.Errorf("append message: %w", err)
+		default:
+			msg = db.Message(row)
 		}
-		return nil
-	})
-	if errors.Is(err, errDuplicateSend) {
-		err = nil
-	}
-	if db.IsUniqueViolation(err, "messages_sender_id_client_msg_id_key") {
-		// A concurrent retry won between our checks and our insert.
-		msg, err = s.db.GetMessageByClientID(ctx, db.GetMessageByClientIDParams{SenderID: &c.UserID, ClientMsgID: ptr(req.GetClientMsgId())})
-		duplicate = true
-	}
-	if err != nil {
-		return nil, err
 	}
 	out, err := messageToProto(msg)
 	if err != nil {
@@ -171,11 +148,6 @@ func appendEntry(ctx context.Context, q *db.Queries, p db.InsertMessageParams) (
 	if err != nil {
 		return db.Message{}, fmt.Errorf("allocate seq: %w", err)
 	}
-	return insertEntry(ctx, q, pos, p)
-}
-
-// insertEntry writes an entry at a seq allocated in the same transaction.
-func insertEntry(ctx context.Context, q *db.Queries, pos db.AllocateSeqRow, p db.InsertMessageParams) (db.Message, error) {
 	p.Seq, p.CreatedAt = pos.LastSeq, pos.LastMessageAt
 	if p.MentionUserIds == nil {
 		p.MentionUserIds = []string{}
@@ -203,44 +175,47 @@ func existingSend(ctx context.Context, q *db.Queries, senderID, clientMsgID stri
 	return m, true, nil
 }
 
-// admit applies the rules a message must pass beyond membership: replies
-// and mentions must point inside the conversation, and a direct message must
-// respect the recipient's privacy setting.
-func (s *messagesService) admit(ctx context.Context, q *db.Queries, me db.Member, kind int16, lastSeq int64, members []db.Member, req *parleyv1.SendRequest) error {
-	if r := req.GetReplyToSeq(); r != 0 && (r < me.JoinedSeq || r <= me.ClearedSeq || r > lastSeq) {
+// admit applies the rules a message must pass: the sender is a current
+// member, replies and mentions point inside the conversation, and a direct
+// message respects the recipient's privacy setting.
+func admit(senderID string, members []db.ListMembersForSendRow, req *parleyv1.SendRequest) error {
+	i := slices.IndexFunc(members, func(m db.ListMembersForSendRow) bool { return m.UserID == senderID })
+	if i < 0 {
+		return errConversationNotFound
+	}
+	me := members[i]
+	if me.LeftSeq != nil {
+		return errNotMember
+	}
+	if r := req.GetReplyToSeq(); r != 0 && (r < me.JoinedSeq || r <= me.ClearedSeq || r > me.LastSeq) {
 		return invalidArgument("reply_to_seq", "parley.reply_in_view", "must be a message of this conversation you can see")
 	}
 	if len(req.GetMentionUserIds()) > 0 {
-		if kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_GROUP) {
+		if me.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_GROUP) {
 			return invalidArgument("mention_user_ids", "parley.mentions_in_groups", "mentions are for group conversations only")
 		}
 		for _, id := range req.GetMentionUserIds() {
-			if !slices.ContainsFunc(members, func(m db.Member) bool { return m.UserID == id && m.LeftSeq == nil }) {
+			if !slices.ContainsFunc(members, func(m db.ListMembersForSendRow) bool { return m.UserID == id && m.LeftSeq == nil }) {
 				return invalidArgument("mention_user_ids", "parley.mention_members", "must name current members of the group")
 			}
 		}
 	}
-	if kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT) {
+	if me.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT) {
 		return nil
 	}
-	var peer db.Member
-	for _, m := range members {
-		if m.UserID != me.UserID {
-			peer = m
+	for _, peer := range members {
+		if peer.UserID == senderID {
+			continue
 		}
-	}
-	recipient, err := q.GetUser(ctx, peer.UserID)
-	if err != nil {
-		return fmt.Errorf("get recipient: %w", err)
-	}
-	// Contacts arrive with ContactsService; until then every sender is a
-	// stranger to the recipient.
-	switch parleyv1.MessagePrivacy(recipient.MessagePrivacy) {
-	case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_FRIENDS_ONLY:
-		return errFriendsOnly
-	case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_STRANGERS_LIMITED:
-		if peer.SentCount == 0 && me.SentCount >= strangerLimit {
-			return errStrangerLimit
+		// Contacts arrive with ContactsService; until then every sender is
+		// a stranger to the recipient.
+		switch parleyv1.MessagePrivacy(peer.MessagePrivacy) {
+		case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_FRIENDS_ONLY:
+			return errFriendsOnly
+		case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_STRANGERS_LIMITED:
+			if peer.SentCount == 0 && me.SentCount >= strangerLimit {
+				return errStrangerLimit
+			}
 		}
 	}
 	return nil
