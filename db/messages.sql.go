@@ -81,19 +81,18 @@ func (q *Queries) AddMember(ctx context.Context, arg AddMemberParams) error {
 const allocateSeq = `-- name: AllocateSeq :one
 UPDATE conversations SET last_seq = last_seq + 1, last_message_at = now()
 WHERE id = $1
-RETURNING last_seq, last_message_at, kind
+RETURNING last_seq, last_message_at
 `
 
 type AllocateSeqRow struct {
 	LastSeq       int64
 	LastMessageAt time.Time
-	Kind          int16
 }
 
 func (q *Queries) AllocateSeq(ctx context.Context, id string) (AllocateSeqRow, error) {
 	row := q.db.QueryRow(ctx, allocateSeq, id)
 	var i AllocateSeqRow
-	err := row.Scan(&i.LastSeq, &i.LastMessageAt, &i.Kind)
+	err := row.Scan(&i.LastSeq, &i.LastMessageAt)
 	return i, err
 }
 

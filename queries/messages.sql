@@ -22,7 +22,7 @@ SELECT * FROM conversations WHERE id = $1 FOR UPDATE;
 -- name: AllocateSeq :one
 UPDATE conversations SET last_seq = last_seq + 1, last_message_at = now()
 WHERE id = $1
-RETURNING last_seq, last_message_at, kind;
+RETURNING last_seq, last_message_at;
 
 -- name: GetMessageByClientID :one
 SELECT * FROM messages WHERE sender_id = $1 AND client_msg_id = $2;
