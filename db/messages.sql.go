@@ -96,82 +96,96 @@ func (q *Queries) AllocateSeq(ctx context.Context, id string) (AllocateSeqRow, e
 	return i, err
 }
 
-const appendMessage = `-- name: AppendMessage :one
-WITH conv AS (
-    UPDATE conversations c
-    SET last_seq = c.last_seq + 1, last_message_at = now()
-    WHERE c.id = $1::uuid
-      AND EXISTS (SELECT 1 FROM members m
-                  WHERE m.conversation_id = c.id AND m.user_id = $2::uuid AND m.left_seq IS NULL)
-    RETURNING c.id, c.last_seq, c.last_message_at
-), msg AS (
-    INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, created_at)
-    SELECT conv.id, conv.last_seq, $2::uuid, $3::text, $4::smallint, $5::bytea,
-           $6::bigint, $7::uuid[], conv.last_message_at
-    FROM conv
-    RETURNING conversation_id, seq, id, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, recalled_at, created_at
+const appendMessages = `-- name: AppendMessages :many
+WITH t AS (
+    SELECT clock_timestamp() AS at
+), conv AS (
+    UPDATE conversations c SET last_seq = v.last_seq, last_message_at = t.at
+    FROM (SELECT unnest($9::uuid[]) AS id, unnest($10::bigint[]) AS last_seq) AS v, t
+    WHERE c.id = v.id
 ), mark AS (
-    UPDATE members m SET read_seq = GREATEST(m.read_seq, msg.seq), sent_count = m.sent_count + 1
-    FROM msg
-    WHERE m.conversation_id = msg.conversation_id AND m.user_id = msg.sender_id
+    UPDATE members m SET read_seq = GREATEST(m.read_seq, v.seq), sent_count = m.sent_count + v.n
+    FROM (SELECT unnest($11::uuid[]) AS conversation_id, unnest($12::uuid[]) AS user_id,
+                 unnest($13::bigint[]) AS seq, unnest($14::bigint[]) AS n) AS v
+    WHERE m.conversation_id = v.conversation_id AND m.user_id = v.user_id
 )
-SELECT conversation_id, seq, id, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, recalled_at, created_at FROM msg
+INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, created_at)
+SELECT v.conversation_id, v.seq, v.sender_id, v.client_msg_id, v.kind, v.content, v.reply_to_seq,
+       string_to_array(v.mentions, ',')::uuid[], t.at
+FROM (SELECT unnest($1::uuid[]) AS conversation_id, unnest($2::bigint[]) AS seq,
+             unnest($3::uuid[]) AS sender_id, unnest($4::text[]) AS client_msg_id,
+             unnest($5::smallint[]) AS kind, unnest($6::bytea[]) AS content,
+             unnest($7::bigint[]) AS reply_to_seq, unnest($8::text[]) AS mentions) AS v, t
+RETURNING conversation_id, seq, id, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, recalled_at, created_at
 `
 
-type AppendMessageParams struct {
-	ConversationID string
-	SenderID       string
-	ClientMsgID    string
-	Kind           int16
-	Content        []byte
-	ReplyToSeq     int64
-	MentionUserIds []string
+type AppendMessagesParams struct {
+	ConversationIds []string
+	Seqs            []int64
+	SenderIds       []string
+	ClientMsgIds    []string
+	Kinds           []int16
+	Contents        [][]byte
+	ReplyToSeqs     []int64
+	Mentions        []string
+	ConvIds         []string
+	ConvLastSeqs    []int64
+	MarkConvIds     []string
+	MarkUserIds     []string
+	MarkSeqs        []int64
+	MarkCounts      []int64
 }
 
-type AppendMessageRow struct {
-	ConversationID string
-	Seq            int64
-	ID             string
-	SenderID       *string
-	ClientMsgID    *string
-	Kind           int16
-	Content        []byte
-	ReplyToSeq     int64
-	MentionUserIds []string
-	RecalledAt     *time.Time
-	CreatedAt      time.Time
-}
-
-// AppendMessage appends a user's message in one statement: it takes the
-// conversation's row lock by allocating the next seq (only for a current
-// member), inserts the message at it and advances the sender's read cursor.
-// A duplicate client_msg_id fails the insert, which undoes the allocation:
-// seqs stay gapless. No row means the sender is not a current member.
-func (q *Queries) AppendMessage(ctx context.Context, arg AppendMessageParams) (AppendMessageRow, error) {
-	row := q.db.QueryRow(ctx, appendMessage,
-		arg.ConversationID,
-		arg.SenderID,
-		arg.ClientMsgID,
-		arg.Kind,
-		arg.Content,
-		arg.ReplyToSeq,
-		arg.MentionUserIds,
+// AppendMessages writes a batch whose seqs the caller allocated under the
+// conversations' locks: the new positions of the conversations, the senders'
+// read cursors and message counts, and the messages (mentions are
+// comma-separated ids, as arrays of arrays must be rectangular). The unnests
+// in one select list run in lockstep, as rows of the arrays.
+func (q *Queries) AppendMessages(ctx context.Context, arg AppendMessagesParams) ([]Message, error) {
+	rows, err := q.db.Query(ctx, appendMessages,
+		arg.ConversationIds,
+		arg.Seqs,
+		arg.SenderIds,
+		arg.ClientMsgIds,
+		arg.Kinds,
+		arg.Contents,
+		arg.ReplyToSeqs,
+		arg.Mentions,
+		arg.ConvIds,
+		arg.ConvLastSeqs,
+		arg.MarkConvIds,
+		arg.MarkUserIds,
+		arg.MarkSeqs,
+		arg.MarkCounts,
 	)
-	var i AppendMessageRow
-	err := row.Scan(
-		&i.ConversationID,
-		&i.Seq,
-		&i.ID,
-		&i.SenderID,
-		&i.ClientMsgID,
-		&i.Kind,
-		&i.Content,
-		&i.ReplyToSeq,
-		&i.MentionUserIds,
-		&i.RecalledAt,
-		&i.CreatedAt,
-	)
-	return i, err
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Message{}
+	for rows.Next() {
+		var i Message
+		if err := rows.Scan(
+			&i.ConversationID,
+			&i.Seq,
+			&i.ID,
+			&i.SenderID,
+			&i.ClientMsgID,
+			&i.Kind,
+			&i.Content,
+			&i.ReplyToSeq,
+			&i.MentionUserIds,
+			&i.RecalledAt,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const clearHistory = `-- name: ClearHistory :exec
@@ -273,6 +287,53 @@ func (q *Queries) DeletedSeqs(ctx context.Context, arg DeletedSeqsParams) ([]int
 	return items, nil
 }
 
+const findSends = `-- name: FindSends :many
+
+SELECT conversation_id, seq, id, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, recalled_at, created_at FROM messages
+WHERE sender_id = ANY($1::uuid[]) AND client_msg_id = ANY($2::text[])
+`
+
+type FindSendsParams struct {
+	SenderIds    []string
+	ClientMsgIds []string
+}
+
+// The queries below are the group commit of Send (server/commit.go): one
+// transaction appends the messages of many concurrent Sends.
+// FindSends returns the messages that some senders sent with some client
+// message ids; the caller keeps the pairs it asked about.
+func (q *Queries) FindSends(ctx context.Context, arg FindSendsParams) ([]Message, error) {
+	rows, err := q.db.Query(ctx, findSends, arg.SenderIds, arg.ClientMsgIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Message{}
+	for rows.Next() {
+		var i Message
+		if err := rows.Scan(
+			&i.ConversationID,
+			&i.Seq,
+			&i.ID,
+			&i.SenderID,
+			&i.ClientMsgID,
+			&i.Kind,
+			&i.Content,
+			&i.ReplyToSeq,
+			&i.MentionUserIds,
+			&i.RecalledAt,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getDirectConversationID = `-- name: GetDirectConversationID :one
 SELECT conversation_id FROM direct_pairs WHERE user_low = $1 AND user_high = $2
 `
@@ -334,34 +395,6 @@ type GetMessageParams struct {
 
 func (q *Queries) GetMessage(ctx context.Context, arg GetMessageParams) (Message, error) {
 	row := q.db.QueryRow(ctx, getMessage, arg.ConversationID, arg.Seq)
-	var i Message
-	err := row.Scan(
-		&i.ConversationID,
-		&i.Seq,
-		&i.ID,
-		&i.SenderID,
-		&i.ClientMsgID,
-		&i.Kind,
-		&i.Content,
-		&i.ReplyToSeq,
-		&i.MentionUserIds,
-		&i.RecalledAt,
-		&i.CreatedAt,
-	)
-	return i, err
-}
-
-const getMessageByClientID = `-- name: GetMessageByClientID :one
-SELECT conversation_id, seq, id, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, recalled_at, created_at FROM messages WHERE sender_id = $1 AND client_msg_id = $2
-`
-
-type GetMessageByClientIDParams struct {
-	SenderID    *string
-	ClientMsgID *string
-}
-
-func (q *Queries) GetMessageByClientID(ctx context.Context, arg GetMessageByClientIDParams) (Message, error) {
-	row := q.db.QueryRow(ctx, getMessageByClientID, arg.SenderID, arg.ClientMsgID)
 	var i Message
 	err := row.Scan(
 		&i.ConversationID,
@@ -536,45 +569,42 @@ func (q *Queries) ListConversationPage(ctx context.Context, arg ListConversation
 	return items, nil
 }
 
-const listMembersForSend = `-- name: ListMembersForSend :many
-SELECT m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq,
-       c.kind, c.last_seq, u.message_privacy
+const listMembersForAppend = `-- name: ListMembersForAppend :many
+SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq, u.message_privacy
 FROM members m
-JOIN conversations c ON c.id = m.conversation_id
 JOIN users u ON u.id = m.user_id
-WHERE m.conversation_id = $1
+WHERE m.conversation_id = ANY($1::uuid[])
+ORDER BY m.conversation_id, m.joined_at, m.user_id
 `
 
-type ListMembersForSendRow struct {
+type ListMembersForAppendRow struct {
+	ConversationID string
 	UserID         string
 	JoinedSeq      int64
 	ClearedSeq     int64
 	SentCount      int64
 	LeftSeq        *int64
-	Kind           int16
-	LastSeq        int64
 	MessagePrivacy int16
 }
 
-// ListMembersForSend is what Send checks before it appends: every member
-// with the conversation's kind and position and the member's privacy.
-func (q *Queries) ListMembersForSend(ctx context.Context, conversationID string) ([]ListMembersForSendRow, error) {
-	rows, err := q.db.Query(ctx, listMembersForSend, conversationID)
+// ListMembersForAppend is what a batch checks each message against: the
+// members of its conversations with their privacy settings.
+func (q *Queries) ListMembersForAppend(ctx context.Context, ids []string) ([]ListMembersForAppendRow, error) {
+	rows, err := q.db.Query(ctx, listMembersForAppend, ids)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []ListMembersForSendRow{}
+	items := []ListMembersForAppendRow{}
 	for rows.Next() {
-		var i ListMembersForSendRow
+		var i ListMembersForAppendRow
 		if err := rows.Scan(
+			&i.ConversationID,
 			&i.UserID,
 			&i.JoinedSeq,
 			&i.ClearedSeq,
 			&i.SentCount,
 			&i.LeftSeq,
-			&i.Kind,
-			&i.LastSeq,
 			&i.MessagePrivacy,
 		); err != nil {
 			return nil, err
@@ -750,6 +780,42 @@ func (q *Queries) LockConversation(ctx context.Context, id string) (Conversation
 		&i.CreatedAt,
 	)
 	return i, err
+}
+
+const lockConversations = `-- name: LockConversations :many
+SELECT id, kind, last_seq FROM conversations
+WHERE id = ANY($1::uuid[])
+ORDER BY id
+FOR UPDATE
+`
+
+type LockConversationsRow struct {
+	ID      string
+	Kind    int16
+	LastSeq int64
+}
+
+// LockConversations takes the row locks of the conversations a batch
+// appends to, in id order so that two batches never deadlock. Holding them,
+// the batch allocates the next seqs without gaps.
+func (q *Queries) LockConversations(ctx context.Context, ids []string) ([]LockConversationsRow, error) {
+	rows, err := q.db.Query(ctx, lockConversations, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []LockConversationsRow{}
+	for rows.Next() {
+		var i LockConversationsRow
+		if err := rows.Scan(&i.ID, &i.Kind, &i.LastSeq); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const markRead = `-- name: MarkRead :one

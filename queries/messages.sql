@@ -24,9 +24,6 @@ UPDATE conversations SET last_seq = last_seq + 1, last_message_at = now()
 WHERE id = $1
 RETURNING last_seq, last_message_at;
 
--- name: GetMessageByClientID :one
-SELECT * FROM messages WHERE sender_id = $1 AND client_msg_id = $2;
-
 -- name: InsertMessage :one
 INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, created_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -109,38 +106,56 @@ WHERE user_id = @user_id AND conversation_id = @conversation_id AND seq BETWEEN 
 UPDATE members SET cleared_seq = GREATEST(cleared_seq, @seq::bigint)
 WHERE conversation_id = @conversation_id AND user_id = @user_id;
 
--- ListMembersForSend is what Send checks before it appends: every member
--- with the conversation's kind and position and the member's privacy.
--- name: ListMembersForSend :many
-SELECT m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq,
-       c.kind, c.last_seq, u.message_privacy
-FROM members m
-JOIN conversations c ON c.id = m.conversation_id
-JOIN users u ON u.id = m.user_id
-WHERE m.conversation_id = $1;
+-- The queries below are the group commit of Send (server/commit.go): one
+-- transaction appends the messages of many concurrent Sends.
 
--- AppendMessage appends a user's message in one statement: it takes the
--- conversation's row lock by allocating the next seq (only for a current
--- member), inserts the message at it and advances the sender's read cursor.
--- A duplicate client_msg_id fails the insert, which undoes the allocation:
--- seqs stay gapless. No row means the sender is not a current member.
--- name: AppendMessage :one
-WITH conv AS (
-    UPDATE conversations c
-    SET last_seq = c.last_seq + 1, last_message_at = now()
-    WHERE c.id = @conversation_id::uuid
-      AND EXISTS (SELECT 1 FROM members m
-                  WHERE m.conversation_id = c.id AND m.user_id = @sender_id::uuid AND m.left_seq IS NULL)
-    RETURNING c.id, c.last_seq, c.last_message_at
-), msg AS (
-    INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, created_at)
-    SELECT conv.id, conv.last_seq, @sender_id::uuid, @client_msg_id::text, @kind::smallint, @content::bytea,
-           @reply_to_seq::bigint, @mention_user_ids::uuid[], conv.last_message_at
-    FROM conv
-    RETURNING *
+-- FindSends returns the messages that some senders sent with some client
+-- message ids; the caller keeps the pairs it asked about.
+-- name: FindSends :many
+SELECT * FROM messages
+WHERE sender_id = ANY(@sender_ids::uuid[]) AND client_msg_id = ANY(@client_msg_ids::text[]);
+
+-- LockConversations takes the row locks of the conversations a batch
+-- appends to, in id order so that two batches never deadlock. Holding them,
+-- the batch allocates the next seqs without gaps.
+-- name: LockConversations :many
+SELECT id, kind, last_seq FROM conversations
+WHERE id = ANY(@ids::uuid[])
+ORDER BY id
+FOR UPDATE;
+
+-- ListMembersForAppend is what a batch checks each message against: the
+-- members of its conversations with their privacy settings.
+-- name: ListMembersForAppend :many
+SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq, u.message_privacy
+FROM members m
+JOIN users u ON u.id = m.user_id
+WHERE m.conversation_id = ANY(@ids::uuid[])
+ORDER BY m.conversation_id, m.joined_at, m.user_id;
+
+-- AppendMessages writes a batch whose seqs the caller allocated under the
+-- conversations' locks: the new positions of the conversations, the senders'
+-- read cursors and message counts, and the messages (mentions are
+-- comma-separated ids, as arrays of arrays must be rectangular). The unnests
+-- in one select list run in lockstep, as rows of the arrays.
+-- name: AppendMessages :many
+WITH t AS (
+    SELECT clock_timestamp() AS at
+), conv AS (
+    UPDATE conversations c SET last_seq = v.last_seq, last_message_at = t.at
+    FROM (SELECT unnest(@conv_ids::uuid[]) AS id, unnest(@conv_last_seqs::bigint[]) AS last_seq) AS v, t
+    WHERE c.id = v.id
 ), mark AS (
-    UPDATE members m SET read_seq = GREATEST(m.read_seq, msg.seq), sent_count = m.sent_count + 1
-    FROM msg
-    WHERE m.conversation_id = msg.conversation_id AND m.user_id = msg.sender_id
+    UPDATE members m SET read_seq = GREATEST(m.read_seq, v.seq), sent_count = m.sent_count + v.n
+    FROM (SELECT unnest(@mark_conv_ids::uuid[]) AS conversation_id, unnest(@mark_user_ids::uuid[]) AS user_id,
+                 unnest(@mark_seqs::bigint[]) AS seq, unnest(@mark_counts::bigint[]) AS n) AS v
+    WHERE m.conversation_id = v.conversation_id AND m.user_id = v.user_id
 )
-SELECT * FROM msg;
+INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, content, reply_to_seq, mention_user_ids, created_at)
+SELECT v.conversation_id, v.seq, v.sender_id, v.client_msg_id, v.kind, v.content, v.reply_to_seq,
+       string_to_array(v.mentions, ',')::uuid[], t.at
+FROM (SELECT unnest(@conversation_ids::uuid[]) AS conversation_id, unnest(@seqs::bigint[]) AS seq,
+             unnest(@sender_ids::uuid[]) AS sender_id, unnest(@client_msg_ids::text[]) AS client_msg_id,
+             unnest(@kinds::smallint[]) AS kind, unnest(@contents::bytea[]) AS content,
+             unnest(@reply_to_seqs::bigint[]) AS reply_to_seq, unnest(@mentions::text[]) AS mentions) AS v, t
+RETURNING *;

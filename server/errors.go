@@ -45,6 +45,10 @@ var (
 	errTooManyStreams       = errors.New("too many open streams for this user; close one first")
 	errSlowSubscriber       = errors.New("stream fell behind and was closed; subscribe again with your cursors")
 	errStreamSessionEnded   = errors.New("session has been revoked; log in again")
+	// errShuttingDown answers Sends still queued when the server stops:
+	// nothing of theirs was stored, and a retry with the same client message
+	// id is safe.
+	errShuttingDown = errors.New("server is shutting down; send again")
 	// errLostRace is internal: a concurrent request created what we meant to.
 	errLostRace = errors.New("lost a creation race")
 )
@@ -78,6 +82,7 @@ var errorCodes = map[error]connect.Code{
 	errStrangerLimit:        connect.CodePermissionDenied,
 	errTooManyStreams:       connect.CodeResourceExhausted,
 	errSlowSubscriber:       connect.CodeResourceExhausted,
+	errShuttingDown:         connect.CodeUnavailable,
 	errStreamSessionEnded:   connect.CodeUnauthenticated,
 }
 

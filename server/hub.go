@@ -97,13 +97,32 @@ func (h *hub) unsubscribe(s *subscription) {
 // device need not hear its own action). The event is shared, not copied:
 // streams must not modify it.
 func (h *hub) publish(userIDs []string, skipSession string, ev *parleyv1.SubscribeResponse) {
-	h.deliver(userIDs, skipSession, ev)
-	if h.relay != nil {
-		wire, err := proto.Marshal(ev)
-		if err == nil {
-			h.relay.send(envelope{Users: userIDs, Skip: skipSession, EventWire: wire})
+	h.publishAll([]hubEvent{{users: userIDs, skip: skipSession, ev: ev}})
+}
+
+// hubEvent is one publish: an event, who gets it, and which session not.
+type hubEvent struct {
+	users []string
+	skip  string
+	ev    *parleyv1.SubscribeResponse
+}
+
+// publishAll publishes events in order, relaying them to the other nodes in
+// one round trip.
+func (h *hub) publishAll(evs []hubEvent) {
+	for _, e := range evs {
+		h.deliver(e.users, e.skip, e.ev)
+	}
+	if h.relay == nil {
+		return
+	}
+	envs := make([]envelope, 0, len(evs))
+	for _, e := range evs {
+		if wire, err := proto.Marshal(e.ev); err == nil {
+			envs = append(envs, envelope{Users: e.users, Skip: e.skip, EventWire: wire})
 		}
 	}
+	h.relay.send(envs...)
 }
 
 // deliver is publish on this node only.

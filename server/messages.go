@@ -38,13 +38,15 @@ type messagesService struct {
 	tokens   *tokens
 	presence *presence
 	cfg      Config
+	appends  *committer
 	sends    *keyedLimiter
 	typing   *keyedLimiter
 	heartbt  time.Duration
 }
 
-func newMessagesService(d *db.DB, h *hub, t *tokens, p *presence, cfg Config) *messagesService {
+func newMessagesService(d *db.DB, h *hub, t *tokens, p *presence, c *committer, cfg Config) *messagesService {
 	return &messagesService{
+		appends:  c,
 		presence: p,
 		db:       d,
 		hub:      h,
@@ -74,62 +76,17 @@ func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (
 			return nil, err
 		}
 	}
-	// A retry of a committed Send returns the original, whatever the rules
-	// would say now (a stranger's third message stays accepted).
-	msg, duplicate, err := existingSend(ctx, s.db.Queries, c.UserID, req.GetClientMsgId())
+	r, err := s.appends.append(ctx, &pendingSend{
+		senderID: c.UserID,
+		convID:   convID,
+		req:      req,
+		kind:     kind,
+		content:  content,
+	})
 	if err != nil {
 		return nil, err
 	}
-	var recipients []string
-	if !duplicate {
-		members, err := s.db.ListMembersForSend(ctx, convID)
-		if err != nil {
-			return nil, fmt.Errorf("list members: %w", err)
-		}
-		if err := admit(c.UserID, members, req); err != nil {
-			return nil, err
-		}
-		for _, m := range members {
-			if m.LeftSeq == nil {
-				recipients = append(recipients, m.UserID)
-			}
-		}
-		// One statement allocates the seq under the conversation's lock,
-		// inserts, and advances the sender's read cursor: it commits as a
-		// whole or not at all, so seqs stay gapless.
-		row, err := s.db.AppendMessage(ctx, db.AppendMessageParams{
-			ConversationID: convID,
-			SenderID:       c.UserID,
-			ClientMsgID:    req.GetClientMsgId(),
-			Kind:           kind,
-			Content:        content,
-			ReplyToSeq:     req.GetReplyToSeq(),
-			MentionUserIds: append([]string{}, req.GetMentionUserIds()...), // never NULL
-		})
-		switch {
-		case db.IsUniqueViolation(err, "messages_sender_id_client_msg_id_key"):
-			// A concurrent retry committed between our check and our insert.
-			msg, err = s.db.GetMessageByClientID(ctx, db.GetMessageByClientIDParams{SenderID: &c.UserID, ClientMsgID: ptr(req.GetClientMsgId())})
-			if err != nil {
-				return nil, fmt.Errorf("read the original of a retried send: %w", err)
-			}
-			duplicate = true
-		case db.IsNoRows(err):
-			return nil, errNotMember // left between the check and the append
-		case err != nil:
-			return nil, fmt.Errorf("append message: %w", err)
-		default:
-			msg = db.Message(row)
-		}
-	}
-	out, err := messageToProto(msg)
-	if err != nil {
-		return nil, err
-	}
-	if !duplicate {
-		// After commit: a stream never sees a message the database lacks.
-		s.hub.publish(recipients, "", &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: out}})
-	}
+	out := r.msg
 	return &parleyv1.SendResponse{
 		ConversationId: out.GetConversationId(),
 		Seq:            out.GetSeq(),
@@ -164,44 +121,35 @@ func appendEntry(ctx context.Context, q *db.Queries, p db.InsertMessageParams) (
 	return msg, nil
 }
 
-func existingSend(ctx context.Context, q *db.Queries, senderID, clientMsgID string) (db.Message, bool, error) {
-	m, err := q.GetMessageByClientID(ctx, db.GetMessageByClientIDParams{SenderID: &senderID, ClientMsgID: &clientMsgID})
-	if db.IsNoRows(err) {
-		return db.Message{}, false, nil
-	}
-	if err != nil {
-		return db.Message{}, false, fmt.Errorf("look up client message id: %w", err)
-	}
-	return m, true, nil
-}
-
 // admit applies the rules a message must pass: the sender is a current
 // member, replies and mentions point inside the conversation, and a direct
-// message respects the recipient's privacy setting.
-func admit(senderID string, members []db.ListMembersForSendRow, req *parleyv1.SendRequest) error {
-	i := slices.IndexFunc(members, func(m db.ListMembersForSendRow) bool { return m.UserID == senderID })
+// message respects the recipient's privacy setting. It returns the sender's
+// index in cs.members.
+func admit(senderID string, cs *conversationState, req *parleyv1.SendRequest) (int, error) {
+	members := cs.members
+	i := slices.IndexFunc(members, func(m db.ListMembersForAppendRow) bool { return m.UserID == senderID })
 	if i < 0 {
-		return errConversationNotFound
+		return 0, errConversationNotFound
 	}
 	me := members[i]
 	if me.LeftSeq != nil {
-		return errNotMember
+		return 0, errNotMember
 	}
-	if r := req.GetReplyToSeq(); r != 0 && (r < me.JoinedSeq || r <= me.ClearedSeq || r > me.LastSeq) {
-		return invalidArgument("reply_to_seq", "parley.reply_in_view", "must be a message of this conversation you can see")
+	if r := req.GetReplyToSeq(); r != 0 && (r < me.JoinedSeq || r <= me.ClearedSeq || r > cs.lastSeq) {
+		return 0, invalidArgument("reply_to_seq", "parley.reply_in_view", "must be a message of this conversation you can see")
 	}
 	if len(req.GetMentionUserIds()) > 0 {
-		if me.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_GROUP) {
-			return invalidArgument("mention_user_ids", "parley.mentions_in_groups", "mentions are for group conversations only")
+		if cs.kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_GROUP) {
+			return 0, invalidArgument("mention_user_ids", "parley.mentions_in_groups", "mentions are for group conversations only")
 		}
 		for _, id := range req.GetMentionUserIds() {
-			if !slices.ContainsFunc(members, func(m db.ListMembersForSendRow) bool { return m.UserID == id && m.LeftSeq == nil }) {
-				return invalidArgument("mention_user_ids", "parley.mention_members", "must name current members of the group")
+			if !slices.ContainsFunc(members, func(m db.ListMembersForAppendRow) bool { return m.UserID == id && m.LeftSeq == nil }) {
+				return 0, invalidArgument("mention_user_ids", "parley.mention_members", "must name current members of the group")
 			}
 		}
 	}
-	if me.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT) {
-		return nil
+	if cs.kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT) {
+		return i, nil
 	}
 	for _, peer := range members {
 		if peer.UserID == senderID {
@@ -211,14 +159,14 @@ func admit(senderID string, members []db.ListMembersForSendRow, req *parleyv1.Se
 		// a stranger to the recipient.
 		switch parleyv1.MessagePrivacy(peer.MessagePrivacy) {
 		case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_FRIENDS_ONLY:
-			return errFriendsOnly
+			return 0, errFriendsOnly
 		case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_STRANGERS_LIMITED:
 			if peer.SentCount == 0 && me.SentCount >= strangerLimit {
-				return errStrangerLimit
+				return 0, errStrangerLimit
 			}
 		}
 	}
-	return nil
+	return i, nil
 }
 
 // sendContent encodes the content of a Send for storage.

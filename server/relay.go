@@ -113,24 +113,32 @@ func (r *relay) deliver(raw []byte) {
 	r.hub.deliver(env.Users, env.Skip, ev)
 }
 
-// send publishes an envelope to the other nodes. It never fails the caller:
-// what was committed is durable, and other nodes catch up from PostgreSQL.
-func (r *relay) send(env envelope) {
-	env.Node = r.node
-	raw, err := json.Marshal(env)
-	if err != nil {
-		r.logger.Error("encode envelope", "error", err)
-		return
+// send publishes envelopes to the other nodes, pipelined in one round trip.
+// It never fails the caller: what was committed is durable, and other nodes
+// catch up from PostgreSQL.
+func (r *relay) send(envs ...envelope) {
+	cmds := make(rueidis.Commands, 0, len(envs))
+	for _, env := range envs {
+		env.Node = r.node
+		raw, err := json.Marshal(env)
+		if err != nil {
+			r.logger.Error("encode envelope", "error", err)
+			continue
+		}
+		cmds = append(cmds, r.client.B().Publish().Channel(r.channel).Message(string(raw)).Build())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := r.client.Do(ctx, r.client.B().Publish().Channel(r.channel).Message(string(raw)).Build()).Error(); err != nil {
-		r.mu.Lock()
-		quiet := time.Since(r.failed) < 10*time.Second
-		r.failed = time.Now()
-		r.mu.Unlock()
-		if !quiet {
-			r.logger.Warn("redis publish failed; other nodes will catch up from PostgreSQL", "error", err)
+	for _, res := range r.client.DoMulti(ctx, cmds...) {
+		if err := res.Error(); err != nil {
+			r.mu.Lock()
+			quiet := time.Since(r.failed) < 10*time.Second
+			r.failed = time.Now()
+			r.mu.Unlock()
+			if !quiet {
+				r.logger.Warn("redis publish failed; other nodes will catch up from PostgreSQL", "error", err)
+			}
+			return
 		}
 	}
 }

@@ -50,6 +50,10 @@ type Config struct {
 	// StreamBuffer is how many events a Subscribe stream may fall behind
 	// before it is closed and must resume from its cursors.
 	StreamBuffer int
+	// AppendWorkers is how many transactions of Sends (group commits) run
+	// at once; AppendBatch bounds the messages in one.
+	AppendWorkers int
+	AppendBatch   int
 	// MaxStreamsPerUser bounds a user's open Subscribe streams per node.
 	MaxStreamsPerUser int
 	// HeartbeatInterval is how often Subscribe sends positions.
@@ -76,6 +80,8 @@ func DefaultConfig() Config {
 		MaxRequestBytes:    1 << 20,
 		SendPerUser:        Rate{Burst: 200, Per: 10 * time.Second},
 		StreamBuffer:       1024,
+		AppendWorkers:      2,
+		AppendBatch:        256,
 		MaxStreamsPerUser:  10,
 		HeartbeatInterval:  30 * time.Second,
 		RecallWindow:       2 * time.Minute,
@@ -128,7 +134,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		cfg:     cfg,
 		tokens:  toks,
 		auth:    newAuthService(d, hasher, toks, h, cfg),
-		msgs:    newMessagesService(d, h, toks, pres, cfg),
+		msgs:    newMessagesService(d, h, toks, pres, newCommitter(d, h, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg),
 		pres:    pres,
 		metrics: m,
 		reg:     reg,
@@ -139,8 +145,10 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 	}, nil
 }
 
-// Close stops the server's background work (the Redis relay).
+// Close stops the server's background work (the Send committers, presence,
+// the Redis relay). Call it after the HTTP server has drained its requests.
 func (s *Server) Close() {
+	s.msgs.appends.Close()
 	s.pres.Close()
 	if s.relay != nil {
 		s.relay.Close()

@@ -17,6 +17,7 @@ import (
 // flag or by PARLEY_* environment variable (flags win).
 type config struct {
 	addr        string
+	debugAddr   string
 	databaseURL string
 	dataDir     string
 	tlsCert     string
@@ -78,6 +79,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	var cors string
 	var argonMem, argonIter, argonPar uint
 	e.string(&c.addr, "addr", "PARLEY_ADDR", ":8080", "address to listen on")
+	e.string(&c.debugAddr, "debug-addr", "PARLEY_DEBUG_ADDR", "", "address for Go's profiler (/debug/pprof/); keep it private (empty: off)")
 	e.string(&c.databaseURL, "database-url", "PARLEY_DATABASE_URL", "", "PostgreSQL URL; empty starts an embedded server")
 	e.string(&c.server.RedisURL, "redis-url", "PARLEY_REDIS_URL", "", "Redis URL (redis://host:6379) to fan events out across nodes; empty: one node")
 	e.string(&c.dataDir, "data-dir", "PARLEY_DATA_DIR", "./data", "directory for the embedded PostgreSQL (under postgres/)")
@@ -98,6 +100,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.int(&c.server.RegisterPerAddress.Burst, "register-limit-address", "PARLEY_REGISTER_LIMIT_ADDRESS", def.RegisterPerAddress.Burst, "registrations per client address per hour (0: no limit)")
 	e.int(&c.server.SendPerUser.Burst, "send-limit", "PARLEY_SEND_LIMIT", def.SendPerUser.Burst, "messages a user may send per 10 seconds (0: no limit)")
 	e.duration(&c.server.RecallWindow, "recall-window", "PARLEY_RECALL_WINDOW", def.RecallWindow, "how long after sending a message may be recalled")
+	e.int(&c.server.AppendWorkers, "append-workers", "PARLEY_APPEND_WORKERS", def.AppendWorkers, "Send transactions (group commits) running at once")
+	e.int(&c.server.AppendBatch, "append-batch", "PARLEY_APPEND_BATCH", def.AppendBatch, "most messages one Send transaction commits")
 	e.int(&c.server.StreamBuffer, "stream-buffer", "PARLEY_STREAM_BUFFER", def.StreamBuffer, "events a Subscribe stream may fall behind before it is closed")
 	e.duration(&c.server.HeartbeatInterval, "heartbeat", "PARLEY_HEARTBEAT", def.HeartbeatInterval, "interval of Subscribe heartbeats")
 	if err := fs.Parse(args); err != nil {

@@ -1,0 +1,172 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/parley-chat/parley/db"
+	"github.com/parley-chat/parley/db/dbtest"
+	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
+)
+
+// commitFixture is a database with users a, b and outsider, and the direct
+// conversation of a and b (b keeps the default privacy: strangers limited).
+type commitFixture struct {
+	t                 *testing.T
+	db                *db.DB
+	hub               *hub
+	c                 *committer
+	a, b, outsider    string
+	direct, emptyConv string
+}
+
+func newCommitFixture(t *testing.T) *commitFixture {
+	t.Helper()
+	ctx := context.Background()
+	d := dbtest.New(t)
+	f := &commitFixture{t: t, db: d, hub: newHub(64)}
+	f.c = &committer{db: d, hub: f.hub, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, u := range []*string{&f.a, &f.b, &f.outsider} {
+		row, err := d.CreateUser(ctx, db.CreateUserParams{Username: fmt.Sprintf("commit_%d", rand.Uint32()), DisplayName: "u", PasswordHash: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		*u = row.ID
+	}
+	conv, err := d.CreateConversation(ctx, int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.direct = conv.ID
+	for _, u := range []string{f.a, f.b} {
+		if err := d.AddMember(ctx, db.AddMemberParams{ConversationID: conv.ID, UserID: u, Role: 3, JoinedSeq: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f
+}
+
+func (f *commitFixture) send(sender, conv, clientID string) *pendingSend {
+	req := &parleyv1.SendRequest{ClientMsgId: clientID, Content: &parleyv1.SendRequest_Text{Text: &parleyv1.TextContent{Body: clientID}}}
+	kind, content, err := sendContent(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return &pendingSend{senderID: sender, convID: conv, req: req, kind: kind, content: content, done: make(chan sendResult, 1)}
+}
+
+// commit runs one batch and returns its results in order.
+func (f *commitFixture) commit(sends ...*pendingSend) []sendResult {
+	f.t.Helper()
+	f.c.commit(sends)
+	out := make([]sendResult, len(sends))
+	for i, p := range sends {
+		out[i] = <-p.done
+	}
+	return out
+}
+
+func TestABatchCommitsWhatPassesAndFailsTheRestAlone(t *testing.T) {
+	t.Parallel()
+	f := newCommitFixture(t)
+	stream, _ := f.hub.subscribe(f.b, "s", 10)
+	missing := "00000000-0000-0000-0000-000000000001"
+	got := f.commit(
+		f.send(f.a, f.direct, "m1"),
+		f.send(f.a, f.direct, "m1"), // a retry in the same batch
+		f.send(f.a, missing, "m2"),
+		f.send(f.outsider, f.direct, "m3"),
+		f.send(f.a, f.direct, "m4"),
+		f.send(f.a, f.direct, "m5"),
+		f.send(f.a, f.direct, "m6"), // b has not replied: a stranger's 4th
+	)
+	want := []struct {
+		seq       int64
+		duplicate bool
+		err       error
+	}{
+		{seq: 1}, {seq: 1, duplicate: true}, {err: errConversationNotFound}, {err: errConversationNotFound},
+		{seq: 2}, {seq: 3}, {err: errStrangerLimit},
+	}
+	for i, w := range want {
+		g := got[i]
+		if !errors.Is(g.err, w.err) || g.msg.GetSeq() != w.seq || g.duplicate != w.duplicate {
+			t.Errorf("send %d: got seq %d duplicate %v err %v; want seq %d duplicate %v err %v",
+				i, g.msg.GetSeq(), g.duplicate, g.err, w.seq, w.duplicate, w.err)
+		}
+	}
+	if got[0].msg.GetId() != got[1].msg.GetId() {
+		t.Errorf("the retry in the batch got message %s, the original %s", got[1].msg.GetId(), got[0].msg.GetId())
+	}
+
+	ctx := context.Background()
+	m, err := f.db.GetMembership(ctx, db.GetMembershipParams{ConversationID: f.direct, UserID: f.a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.LastSeq != 3 || m.ReadSeq != 3 || m.SentCount != 3 {
+		t.Errorf("after the batch: last_seq %d, sender's read_seq %d, sent_count %d; want 3, 3, 3", m.LastSeq, m.ReadSeq, m.SentCount)
+	}
+	for _, seq := range []int64{1, 2, 3} {
+		select {
+		case ev := <-stream.events:
+			if ev.GetMessage().GetSeq() != seq {
+				t.Fatalf("recipient's stream got seq %d, want %d", ev.GetMessage().GetSeq(), seq)
+			}
+		default:
+			t.Fatalf("recipient's stream lacks seq %d", seq)
+		}
+	}
+	if len(stream.events) != 0 {
+		t.Errorf("recipient's stream has %d events more than the 3 messages", len(stream.events))
+	}
+
+	// A later batch: retries of stored messages return the originals and
+	// store nothing; a reply from b lifts the stranger limit for the rest
+	// of the same batch; a retry the rules would pass fails the insert and
+	// the batch runs again.
+	got = f.commit(
+		f.send(f.a, f.direct, "m4"),
+		f.send(f.a, f.direct, "m6"),
+		f.send(f.b, f.direct, "r1"),
+		f.send(f.a, f.direct, "m6b"),
+		f.send(f.a, f.direct, "m5"), // passes the rules now: found by its key
+	)
+	if !got[0].duplicate || got[0].msg.GetSeq() != 2 {
+		t.Errorf("retry of a stored message: seq %d duplicate %v, want seq 2 duplicate", got[0].msg.GetSeq(), got[0].duplicate)
+	}
+	if !errors.Is(got[1].err, errStrangerLimit) {
+		t.Errorf("a refused message sent again before the reply: %v, want the stranger limit", got[1].err)
+	}
+	if got[2].err != nil || got[2].msg.GetSeq() != 4 || got[3].err != nil || got[3].msg.GetSeq() != 5 {
+		t.Errorf("reply and the next message: %+v %+v; want seqs 4 and 5", got[2], got[3])
+	}
+	if !got[4].duplicate || got[4].msg.GetSeq() != 3 {
+		t.Errorf("retry of a stored message that passes the rules: seq %d duplicate %v err %v, want seq 3 duplicate",
+			got[4].msg.GetSeq(), got[4].duplicate, got[4].err)
+	}
+	if m, err = f.db.GetMembership(ctx, db.GetMembershipParams{ConversationID: f.direct, UserID: f.b}); err != nil {
+		t.Fatal(err)
+	} else if m.LastSeq != 5 {
+		t.Errorf("last_seq %d after two batches, want 5", m.LastSeq)
+	}
+}
+
+func TestAppendAfterCloseSaysShuttingDown(t *testing.T) {
+	t.Parallel()
+	f := newCommitFixture(t)
+	c := newCommitter(f.db, f.hub, 1, 8, f.c.logger)
+	r, err := c.append(context.Background(), f.send(f.a, f.direct, "before"))
+	if err != nil || r.msg.GetSeq() != 1 {
+		t.Fatalf("append before Close: seq %d, %v", r.msg.GetSeq(), err)
+	}
+	c.Close()
+	if _, err := c.append(context.Background(), f.send(f.a, f.direct, "after")); !errors.Is(err, errShuttingDown) {
+		t.Fatalf("append after Close: %v, want %v", err, errShuttingDown)
+	}
+}
