@@ -40,6 +40,7 @@ var (
 	errAlreadyRecalled      = errors.New("message is already recalled")
 	errRecallTooLate        = errors.New("the time to recall this message has passed")
 	errTooManyPinned        = errors.New("at most 20 conversations can be pinned; unpin one first")
+	errAccountConversation  = errors.New("the account conversation is written by the server; nobody sends to it")
 	errFriendsOnly          = errors.New("this user accepts direct messages from contacts only")
 	errStrangerLimit        = errors.New("this user accepts at most 3 messages from people who are not their contacts until they reply")
 	errTooManyStreams       = errors.New("too many open streams for this user; close one first")
@@ -78,6 +79,7 @@ var errorCodes = map[error]connect.Code{
 	errAlreadyRecalled:      connect.CodeFailedPrecondition,
 	errRecallTooLate:        connect.CodeFailedPrecondition,
 	errTooManyPinned:        connect.CodeResourceExhausted,
+	errAccountConversation:  connect.CodePermissionDenied,
 	errFriendsOnly:          connect.CodePermissionDenied,
 	errStrangerLimit:        connect.CodePermissionDenied,
 	errTooManyStreams:       connect.CodeResourceExhausted,

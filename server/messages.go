@@ -135,6 +135,9 @@ func admit(senderID string, cs *conversationState, req *parleyv1.SendRequest) (i
 	if me.LeftSeq != nil {
 		return 0, errNotMember
 	}
+	if cs.kind == int16(parleyv1.ConversationKind_CONVERSATION_KIND_ACCOUNT) {
+		return 0, errAccountConversation
+	}
 	if r := req.GetReplyToSeq(); r != 0 && (r < me.JoinedSeq || r <= me.ClearedSeq || r > cs.lastSeq) {
 		return 0, invalidArgument("reply_to_seq", "parley.reply_in_view", "must be a message of this conversation you can see")
 	}
