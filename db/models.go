@@ -104,14 +104,15 @@ type SpentRefreshToken struct {
 }
 
 type User struct {
-	ID             string
-	Username       string
-	DisplayName    string
-	Bio            string
-	AvatarMediaID  *string
-	PasswordHash   string
-	MessagePrivacy int16
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
-	LastSeenAt     *time.Time
+	ID                    string
+	Username              string
+	DisplayName           string
+	Bio                   string
+	AvatarMediaID         *string
+	PasswordHash          string
+	MessagePrivacy        int16
+	CreatedAt             time.Time
+	UpdatedAt             time.Time
+	LastSeenAt            *time.Time
+	AccountConversationID string
 }

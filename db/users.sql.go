@@ -10,19 +10,25 @@ import (
 )
 
 const createUser = `-- name: CreateUser :one
-INSERT INTO users (username, display_name, password_hash)
-VALUES ($1, $2, $3)
-RETURNING id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at
+INSERT INTO users (username, display_name, password_hash, account_conversation_id)
+VALUES ($1, $2, $3, $4)
+RETURNING id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at, account_conversation_id
 `
 
 type CreateUserParams struct {
-	Username     string
-	DisplayName  string
-	PasswordHash string
+	Username              string
+	DisplayName           string
+	PasswordHash          string
+	AccountConversationID string
 }
 
 func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (User, error) {
-	row := q.db.QueryRow(ctx, createUser, arg.Username, arg.DisplayName, arg.PasswordHash)
+	row := q.db.QueryRow(ctx, createUser,
+		arg.Username,
+		arg.DisplayName,
+		arg.PasswordHash,
+		arg.AccountConversationID,
+	)
 	var i User
 	err := row.Scan(
 		&i.ID,
@@ -35,12 +41,24 @@ func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (User, e
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastSeenAt,
+		&i.AccountConversationID,
 	)
 	return i, err
 }
 
+const getAccountConversationID = `-- name: GetAccountConversationID :one
+SELECT account_conversation_id FROM users WHERE id = $1
+`
+
+func (q *Queries) GetAccountConversationID(ctx context.Context, id string) (string, error) {
+	row := q.db.QueryRow(ctx, getAccountConversationID, id)
+	var account_conversation_id string
+	err := row.Scan(&account_conversation_id)
+	return account_conversation_id, err
+}
+
 const getUser = `-- name: GetUser :one
-SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at FROM users WHERE id = $1
+SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at, account_conversation_id FROM users WHERE id = $1
 `
 
 func (q *Queries) GetUser(ctx context.Context, id string) (User, error) {
@@ -57,12 +75,13 @@ func (q *Queries) GetUser(ctx context.Context, id string) (User, error) {
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastSeenAt,
+		&i.AccountConversationID,
 	)
 	return i, err
 }
 
 const getUserByUsername = `-- name: GetUserByUsername :one
-SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at FROM users WHERE username = $1
+SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at, account_conversation_id FROM users WHERE username = $1
 `
 
 func (q *Queries) GetUserByUsername(ctx context.Context, username string) (User, error) {
@@ -79,12 +98,13 @@ func (q *Queries) GetUserByUsername(ctx context.Context, username string) (User,
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastSeenAt,
+		&i.AccountConversationID,
 	)
 	return i, err
 }
 
 const getUsers = `-- name: GetUsers :many
-SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at FROM users WHERE id = ANY($1::uuid[])
+SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at, account_conversation_id FROM users WHERE id = ANY($1::uuid[])
 `
 
 func (q *Queries) GetUsers(ctx context.Context, ids []string) ([]User, error) {
@@ -107,6 +127,7 @@ func (q *Queries) GetUsers(ctx context.Context, ids []string) ([]User, error) {
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.LastSeenAt,
+			&i.AccountConversationID,
 		); err != nil {
 			return nil, err
 		}
@@ -119,7 +140,7 @@ func (q *Queries) GetUsers(ctx context.Context, ids []string) ([]User, error) {
 }
 
 const searchUsers = `-- name: SearchUsers :many
-SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at FROM users
+SELECT id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at, account_conversation_id FROM users
 WHERE (username LIKE $1 OR lower(display_name) LIKE $1)
   AND username > $2
 ORDER BY username
@@ -154,6 +175,7 @@ func (q *Queries) SearchUsers(ctx context.Context, arg SearchUsersParams) ([]Use
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.LastSeenAt,
+			&i.AccountConversationID,
 		); err != nil {
 			return nil, err
 		}
@@ -167,7 +189,7 @@ func (q *Queries) SearchUsers(ctx context.Context, arg SearchUsersParams) ([]Use
 
 const setMessagePrivacy = `-- name: SetMessagePrivacy :one
 UPDATE users SET message_privacy = $2, updated_at = now() WHERE id = $1
-RETURNING id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at
+RETURNING id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at, account_conversation_id
 `
 
 type SetMessagePrivacyParams struct {
@@ -189,6 +211,7 @@ func (q *Queries) SetMessagePrivacy(ctx context.Context, arg SetMessagePrivacyPa
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastSeenAt,
+		&i.AccountConversationID,
 	)
 	return i, err
 }
@@ -213,7 +236,7 @@ SET display_name = coalesce($1, display_name),
     bio          = coalesce($2, bio),
     updated_at   = now()
 WHERE id = $3
-RETURNING id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at
+RETURNING id, username, display_name, bio, avatar_media_id, password_hash, message_privacy, created_at, updated_at, last_seen_at, account_conversation_id
 `
 
 type UpdateProfileParams struct {
@@ -236,6 +259,7 @@ func (q *Queries) UpdateProfile(ctx context.Context, arg UpdateProfileParams) (U
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.LastSeenAt,
+		&i.AccountConversationID,
 	)
 	return i, err
 }

@@ -1,7 +1,10 @@
 -- name: CreateUser :one
-INSERT INTO users (username, display_name, password_hash)
-VALUES ($1, $2, $3)
+INSERT INTO users (username, display_name, password_hash, account_conversation_id)
+VALUES ($1, $2, $3, $4)
 RETURNING *;
+
+-- name: GetAccountConversationID :one
+SELECT account_conversation_id FROM users WHERE id = $1;
 
 -- name: GetUser :one
 SELECT * FROM users WHERE id = $1;

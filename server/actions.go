@@ -150,6 +150,7 @@ func (s *messagesService) UpdateConversationSettings(ctx context.Context, req *p
 	if err != nil {
 		return nil, err
 	}
+	var entry *parleyv1.SubscribeResponse
 	err = s.db.Tx(ctx, func(q *db.Queries) error {
 		m, err := q.GetMembership(ctx, db.GetMembershipParams{ConversationID: req.GetConversationId(), UserID: c.UserID})
 		if db.IsNoRows(err) {
@@ -167,9 +168,21 @@ func (s *messagesService) UpdateConversationSettings(ctx context.Context, req *p
 				return errTooManyPinned
 			}
 		}
-		return q.UpdateMemberSettings(ctx, db.UpdateMemberSettingsParams{
+		err = q.UpdateMemberSettings(ctx, db.UpdateMemberSettingsParams{
 			ConversationID: m.ConversationID, UserID: c.UserID, Muted: req.Muted, Pinned: req.Pinned,
 		})
+		if err != nil {
+			return fmt.Errorf("update settings: %w", err)
+		}
+		if m, err = q.GetMembership(ctx, db.GetMembershipParams{ConversationID: m.ConversationID, UserID: c.UserID}); err != nil {
+			return fmt.Errorf("get membership: %w", err)
+		}
+		entry, err = appendAccountEntry(ctx, q, c.UserID, &parleyv1.SystemContent{Event: &parleyv1.SystemContent_SettingsChanged{
+			SettingsChanged: &parleyv1.SettingsChanged{Setting: &parleyv1.SettingsChanged_Conversation{Conversation: &parleyv1.ConversationSettings{
+				ConversationId: m.ConversationID, Muted: m.Muted, Pinned: m.PinnedAt != nil,
+			}}},
+		}})
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -178,7 +191,10 @@ func (s *messagesService) UpdateConversationSettings(ctx context.Context, req *p
 	if err != nil {
 		return nil, err
 	}
-	s.hub.publish([]string{c.UserID}, c.SessionID, conversationUpdated(conv))
+	s.hub.publishAll([]hubEvent{
+		{users: []string{c.UserID}, skip: c.SessionID, ev: conversationUpdated(conv)},
+		{users: []string{c.UserID}, ev: entry},
+	})
 	return &parleyv1.UpdateConversationSettingsResponse{Conversation: conv}, nil
 }
 
@@ -193,31 +209,50 @@ func (s *messagesService) DeleteForMe(ctx context.Context, req *parleyv1.DeleteF
 	if err != nil {
 		return nil, err
 	}
+	record := &parleyv1.MessagesDeleted{ConversationId: m.ConversationID}
 	if up := req.GetUpToSeq(); up != 0 {
 		if up > m.VisibleLastSeq {
 			return nil, invalidArgument("up_to_seq", "parley.seq_in_log", "must not be beyond the conversation's last_seq")
 		}
-		err = s.db.ClearHistory(ctx, db.ClearHistoryParams{ConversationID: m.ConversationID, UserID: c.UserID, Seq: up})
+		record.ClearedSeq = up
 	} else {
 		lo, hi := visibleRange(m)
-		var seqs []int64
 		for _, seq := range req.GetSeqs() {
 			if seq > m.VisibleLastSeq {
 				return nil, invalidArgument("seqs", "parley.seq_in_log", "must not be beyond the conversation's last_seq")
 			}
 			if seq >= lo && seq <= hi { // seqs the caller cannot see are skipped
-				seqs = append(seqs, seq)
+				record.Seqs = append(record.Seqs, seq)
 			}
 		}
-		err = s.db.DeleteForUser(ctx, db.DeleteForUserParams{UserID: c.UserID, ConversationID: m.ConversationID, Seqs: seqs})
 	}
+	var entry *parleyv1.SubscribeResponse
+	err = s.db.Tx(ctx, func(q *db.Queries) error {
+		var err error
+		if record.ClearedSeq != 0 {
+			err = q.ClearHistory(ctx, db.ClearHistoryParams{ConversationID: m.ConversationID, UserID: c.UserID, Seq: record.ClearedSeq})
+		} else {
+			err = q.DeleteForUser(ctx, db.DeleteForUserParams{UserID: c.UserID, ConversationID: m.ConversationID, Seqs: record.Seqs})
+		}
+		if err != nil {
+			return fmt.Errorf("delete for me: %w", err)
+		}
+		// The caller's other devices learn of it through the account log.
+		entry, err = appendAccountEntry(ctx, q, c.UserID, &parleyv1.SystemContent{
+			Event: &parleyv1.SystemContent_MessagesDeleted{MessagesDeleted: record},
+		})
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("delete for me: %w", err)
+		return nil, err
 	}
 	conv, err := s.conversation(ctx, c.UserID, m.ConversationID)
 	if err != nil {
 		return nil, err
 	}
-	s.hub.publish([]string{c.UserID}, c.SessionID, conversationUpdated(conv))
+	s.hub.publishAll([]hubEvent{
+		{users: []string{c.UserID}, skip: c.SessionID, ev: conversationUpdated(conv)},
+		{users: []string{c.UserID}, ev: entry},
+	})
 	return &parleyv1.DeleteForMeResponse{Conversation: conv}, nil
 }

@@ -53,16 +53,13 @@ func (s *authService) Register(ctx context.Context, req *parleyv1.RegisterReques
 	if err != nil {
 		return nil, err
 	}
-	u, err := s.db.CreateUser(ctx, db.CreateUserParams{
+	u, err := createUser(ctx, s.db, db.CreateUserParams{
 		Username:     strings.ToLower(req.GetUsername()),
 		DisplayName:  displayName,
 		PasswordHash: hash,
 	})
-	if db.IsUniqueViolation(err, "users_username_key") {
-		return nil, errUsernameTaken
-	}
 	if err != nil {
-		return nil, fmt.Errorf("create user: %w", err)
+		return nil, err
 	}
 	return &parleyv1.RegisterResponse{User: userToProto(u)}, nil
 }
@@ -432,13 +429,28 @@ func (s *authService) UpdatePrivacy(ctx context.Context, req *parleyv1.UpdatePri
 	if err != nil {
 		return nil, err
 	}
-	u, err := s.db.SetMessagePrivacy(ctx, db.SetMessagePrivacyParams{ID: c.UserID, MessagePrivacy: int16(req.GetMessagePrivacy())})
-	if db.IsNoRows(err) {
-		return nil, errUserNotFound
-	}
+	var (
+		u     db.User
+		entry *parleyv1.SubscribeResponse
+	)
+	err = s.db.Tx(ctx, func(q *db.Queries) error {
+		var err error
+		u, err = q.SetMessagePrivacy(ctx, db.SetMessagePrivacyParams{ID: c.UserID, MessagePrivacy: int16(req.GetMessagePrivacy())})
+		if db.IsNoRows(err) {
+			return errUserNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("set message privacy: %w", err)
+		}
+		entry, err = appendAccountEntry(ctx, q, c.UserID, &parleyv1.SystemContent{Event: &parleyv1.SystemContent_SettingsChanged{
+			SettingsChanged: &parleyv1.SettingsChanged{Setting: &parleyv1.SettingsChanged_Privacy{Privacy: privacyToProto(u)}},
+		}})
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("set message privacy: %w", err)
+		return nil, err
 	}
+	s.hub.publish([]string{c.UserID}, "", entry)
 	return &parleyv1.UpdatePrivacyResponse{Privacy: privacyToProto(u)}, nil
 }
 

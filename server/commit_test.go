@@ -32,7 +32,7 @@ func newCommitFixture(t *testing.T) *commitFixture {
 	f := &commitFixture{t: t, db: d, hub: newHub(64)}
 	f.c = &committer{db: d, hub: f.hub, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	for _, u := range []*string{&f.a, &f.b, &f.outsider} {
-		row, err := d.CreateUser(ctx, db.CreateUserParams{Username: fmt.Sprintf("commit_%d", rand.Uint32()), DisplayName: "u", PasswordHash: "x"})
+		row, err := createUser(ctx, d, db.CreateUserParams{Username: fmt.Sprintf("commit_%d", rand.Uint32()), DisplayName: "u", PasswordHash: "x"})
 		if err != nil {
 			t.Fatal(err)
 		}

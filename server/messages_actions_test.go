@@ -82,10 +82,10 @@ func TestRecallWindowCloses(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	before := e.count("messages")
+	before := e.count(chatMessages)
 	_, err = c.Recall(a.ctx(), &parleyv1.RecallRequest{ConversationId: conv, Seq: sent.GetSeq()})
 	wantCode(t, err, connect.CodeFailedPrecondition)
-	if got := e.count("messages"); got != before {
+	if got := e.count(chatMessages); got != before {
 		t.Fatalf("a refused recall wrote %d entries", got-before)
 	}
 }
@@ -152,7 +152,7 @@ func TestUpdateConversationSettings(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(list.GetConversations()) != 2 || list.GetConversations()[0].GetId() != conv {
+		if chats := a.chatOnly(list.GetConversations()); len(chats) != 2 || chats[0].GetId() != conv {
 			t.Fatalf("pinned conversation is not listed first")
 		}
 		_, err = c.UpdateConversationSettings(a.ctx(), &parleyv1.UpdateConversationSettingsRequest{ConversationId: other, Pinned: ptr(true)})

@@ -138,7 +138,7 @@ func TestFiftyConcurrentRetriesStoreOneMessage(t *testing.T) {
 		a, _, conv := e.pair("retry_a", "retry_b")
 		req := text("", "only once", conv)
 		c := e.msgs(opts...)
-		before := e.count("messages")
+		before := e.count(chatMessages)
 		responses := make([]*parleyv1.SendResponse, 50)
 		var wg sync.WaitGroup
 		for i := range responses {
@@ -154,7 +154,7 @@ func TestFiftyConcurrentRetriesStoreOneMessage(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		if got := e.count("messages"); got != before+1 {
+		if got := e.count(chatMessages); got != before+1 {
 			t.Fatalf("stored %d new messages, want 1", got-before)
 		}
 		for i, res := range responses[1:] {

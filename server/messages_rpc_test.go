@@ -131,10 +131,10 @@ func TestSendToAUserCreatesTheDirectConversationAndNumbersMessages(t *testing.T)
 		if reply.GetConversationId() != first.GetConversationId() || reply.GetSeq() != 4 {
 			t.Errorf("peer's reply by user_id got (%s, %d), want (%s, 4)", reply.GetConversationId(), reply.GetSeq(), first.GetConversationId())
 		}
-		if got := e.count("conversations"); got != 1 {
+		if got := e.count(chatConversations); got != 1 {
 			t.Errorf("got %d conversations, want 1", got)
 		}
-		if got := e.count("messages"); got != 4 {
+		if got := e.count(chatMessages); got != 4 {
 			t.Errorf("got %d messages, want 4", got)
 		}
 	})
@@ -187,13 +187,13 @@ func TestSendRejectsBadRequestsAndWritesNothing(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				e := e.in(t)
-				messages, conversations := e.count("messages"), e.count("conversations")
+				messages, conversations := e.count(chatMessages), e.count(chatConversations)
 				_, err := c.Send(alice.ctx(), tt.req)
 				wantCode(t, err, tt.want)
-				if got := e.count("messages"); got != messages {
+				if got := e.count(chatMessages); got != messages {
 					t.Errorf("got %d messages after a refused Send, want %d", got, messages)
 				}
-				if got := e.count("conversations"); got != conversations {
+				if got := e.count(chatConversations); got != conversations {
 					t.Errorf("got %d conversations after a refused Send, want %d", got, conversations)
 				}
 			})
@@ -225,7 +225,7 @@ func TestSendRespectsTheRecipientsPrivacy(t *testing.T) {
 			wantCode(t, err, connect.CodePermissionDenied)
 			_, err = c.Send(alice.ctx(), rpcToConv(conv, "fourth"))
 			wantCode(t, err, connect.CodePermissionDenied)
-			if got := e.count("messages"); got != 3 {
+			if got := e.count(chatMessages); got != 3 {
 				t.Errorf("got %d messages, want 3", got)
 			}
 			if res := rpcSend(t, c, bob, rpcToConv(conv, "reply")); res.GetSeq() != 4 {
@@ -243,11 +243,11 @@ func TestSendRespectsTheRecipientsPrivacy(t *testing.T) {
 			rpcPrivacy(t, e, bob, parleyv1.MessagePrivacy_MESSAGE_PRIVACY_FRIENDS_ONLY, opts...)
 			_, err := c.Send(alice.ctx(), rpcToUser(bob.user.GetId(), "hi"))
 			wantCode(t, err, connect.CodePermissionDenied)
-			if got := e.count("messages"); got != 0 {
+			if got := e.count(chatMessages); got != 0 {
 				t.Errorf("got %d messages, want 0", got)
 			}
 			// The refused first message leaves no empty conversation behind.
-			if got := e.count("conversations"); got != 0 {
+			if got := e.count(chatConversations); got != 0 {
 				t.Errorf("got %d conversations, want 0", got)
 			}
 		})
@@ -257,7 +257,7 @@ func TestSendRespectsTheRecipientsPrivacy(t *testing.T) {
 			c := e.rpcMessages(opts...)
 			alice, bob := e.signUp("alice", opts...), e.signUp("bob", opts...)
 			rpcThread(t, e, c, alice, bob, 6, opts...)
-			if got := e.count("messages"); got != 6 {
+			if got := e.count(chatMessages); got != 6 {
 				t.Errorf("got %d messages, want 6", got)
 			}
 		})
@@ -308,7 +308,7 @@ func TestOutsidersAndUnknownConversationsAreNotFound(t *testing.T) {
 				wantCode(t, err, connect.CodeUnauthenticated)
 			})
 		}
-		if got := e.count("messages"); got != 2 {
+		if got := e.count(chatMessages); got != 2 {
 			t.Errorf("got %d messages, want 2", got)
 		}
 
@@ -326,7 +326,7 @@ func TestOutsidersAndUnknownConversationsAreNotFound(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ListConversations: %v", err)
 		}
-		if n := len(list.GetConversations()); n != 0 {
+		if n := len(carol.chatOnly(list.GetConversations())); n != 0 {
 			t.Errorf("outsider lists %d conversations, want 0", n)
 		}
 		sync, err := c.Sync(carol.ctx(), &parleyv1.SyncRequest{Cursors: []*parleyv1.Cursor{{ConversationId: conv}}})
@@ -334,7 +334,7 @@ func TestOutsidersAndUnknownConversationsAreNotFound(t *testing.T) {
 			t.Fatalf("Sync: %v", err)
 		}
 		want := &parleyv1.SyncResponse{RemovedConversationIds: []string{conv}}
-		if diff := cmp.Diff(want, sync, protocmp.Transform()); diff != "" {
+		if diff := cmp.Diff(want, carol.chatSync(sync), protocmp.Transform()); diff != "" {
 			t.Errorf("outsider's Sync (-want +got):\n%s", diff)
 		}
 
@@ -452,7 +452,7 @@ func TestListConversationsShowsPeersPreviewsAndUnreadCounts(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ListConversations: %v", err)
 		}
-		convs := res.GetConversations()
+		convs := bob.chatOnly(res.GetConversations())
 		if len(convs) != 2 || res.GetNextPageToken() != "" {
 			t.Fatalf("got %d conversations and next_page_token %q, want 2 and none", len(convs), res.GetNextPageToken())
 		}
@@ -480,10 +480,10 @@ func TestListConversationsShowsPeersPreviewsAndUnreadCounts(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ListConversations: %v", err)
 		}
-		if len(mine.GetConversations()) != 1 {
-			t.Fatalf("sender got %d conversations, want 1", len(mine.GetConversations()))
+		if len(alice.chatOnly(mine.GetConversations())) != 1 {
+			t.Fatalf("sender got %d conversations, want 1", len(alice.chatOnly(mine.GetConversations())))
 		}
-		if s := mine.GetConversations()[0]; s.GetReadSeq() != 3 || s.GetUnreadCount() != 0 || s.GetPeer().GetId() != bob.user.GetId() || s.GetTitle() != "User bob" {
+		if s := alice.chatOnly(mine.GetConversations())[0]; s.GetReadSeq() != 3 || s.GetUnreadCount() != 0 || s.GetPeer().GetId() != bob.user.GetId() || s.GetTitle() != "User bob" {
 			t.Errorf("sender got read_seq %d, unread_count %d, peer %s, title %q, want 3, 0, bob, %q", s.GetReadSeq(), s.GetUnreadCount(), s.GetPeer().GetId(), s.GetTitle(), "User bob")
 		}
 
@@ -491,7 +491,7 @@ func TestListConversationsShowsPeersPreviewsAndUnreadCounts(t *testing.T) {
 			var ids []string
 			token := ""
 			for pages := 0; ; pages++ {
-				if pages > 3 {
+				if pages > 4 {
 					t.Fatal("paging does not end")
 				}
 				page, err := c.ListConversations(bob.ctx(), &parleyv1.ListConversationsRequest{PageSize: 1, PageToken: token})
@@ -501,7 +501,9 @@ func TestListConversationsShowsPeersPreviewsAndUnreadCounts(t *testing.T) {
 				if len(page.GetConversations()) != 1 {
 					t.Fatalf("page %d has %d conversations, want 1", pages, len(page.GetConversations()))
 				}
-				ids = append(ids, page.GetConversations()[0].GetId())
+				if id := page.GetConversations()[0].GetId(); id != bob.accountConv {
+					ids = append(ids, id)
+				}
 				if token = page.GetNextPageToken(); token == "" {
 					break
 				}
@@ -595,10 +597,18 @@ func TestSyncReturnsWhatFollowsTheCursors(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Sync: %v", err)
 			}
-			return res
+			return bob.chatSync(res)
 		}
 		cursor := func(seq int64) []*parleyv1.Cursor {
 			return []*parleyv1.Cursor{{ConversationId: conv, Seq: seq}}
+		}
+		// withAccount adds bob's account conversation, at its end, to cursors.
+		acc, err := c.GetConversation(bob.ctx(), &parleyv1.GetConversationRequest{ConversationId: bob.accountConv})
+		if err != nil {
+			t.Fatalf("GetConversation(account): %v", err)
+		}
+		withAccount := func(cursors []*parleyv1.Cursor) []*parleyv1.Cursor {
+			return append(cursors, &parleyv1.Cursor{ConversationId: bob.accountConv, Seq: acc.GetConversation().GetLastSeq()})
 		}
 
 		t.Run("without cursors every conversation comes with its latest messages", func(t *testing.T) {
@@ -614,7 +624,7 @@ func TestSyncReturnsWhatFollowsTheCursors(t *testing.T) {
 			}
 		})
 		t.Run("a cursor at seq 2 returns seqs 3 to 5", func(t *testing.T) {
-			res := sync(t, &parleyv1.SyncRequest{Cursors: cursor(2)})
+			res := sync(t, &parleyv1.SyncRequest{Cursors: withAccount(cursor(2))})
 			if diff := cmp.Diff([]int64{3, 4, 5}, rpcSeqs(res.GetMessages())); diff != "" {
 				t.Errorf("seqs (-want +got):\n%s", diff)
 			}
@@ -623,18 +633,18 @@ func TestSyncReturnsWhatFollowsTheCursors(t *testing.T) {
 			}
 		})
 		t.Run("a limit pages with has_more until done", func(t *testing.T) {
-			res := sync(t, &parleyv1.SyncRequest{Cursors: cursor(2), Limit: 2})
+			res := sync(t, &parleyv1.SyncRequest{Cursors: withAccount(cursor(2)), Limit: 2})
 			if diff := cmp.Diff([]int64{3, 4}, rpcSeqs(res.GetMessages())); diff != "" || !res.GetHasMore() {
 				t.Errorf("got has_more %v, want true; seqs (-want +got):\n%s", res.GetHasMore(), diff)
 			}
 			if diff := cmp.Diff(cursor(4), res.GetPositions(), protocmp.Transform()); diff != "" {
 				t.Errorf("positions (-want +got):\n%s", diff)
 			}
-			res = sync(t, &parleyv1.SyncRequest{Cursors: res.GetPositions(), Limit: 2})
+			res = sync(t, &parleyv1.SyncRequest{Cursors: withAccount(res.GetPositions()), Limit: 2})
 			if diff := cmp.Diff([]int64{5}, rpcSeqs(res.GetMessages())); diff != "" || res.GetHasMore() {
 				t.Errorf("got has_more %v, want false; seqs (-want +got):\n%s", res.GetHasMore(), diff)
 			}
-			res = sync(t, &parleyv1.SyncRequest{Cursors: cursor(5), Limit: 2})
+			res = sync(t, &parleyv1.SyncRequest{Cursors: withAccount(cursor(5)), Limit: 2})
 			if diff := cmp.Diff(&parleyv1.SyncResponse{}, res, protocmp.Transform()); diff != "" {
 				t.Errorf("Sync at the end (-want +got):\n%s", diff)
 			}
@@ -662,7 +672,8 @@ func rpcReceive(t testing.TB, stream *connect.ServerStreamForClient[parleyv1.Sub
 }
 
 // rpcSubscribe opens a stream for a with no cursors and reads its backlog up
-// to the first heartbeat, which it returns with the events before it.
+// to the first heartbeat, which it returns with the events before it, leaving
+// out those about a's account conversation.
 func rpcSubscribe(t testing.TB, c parleyv1connect.MessagesServiceClient, a account) (*connect.ServerStreamForClient[parleyv1.SubscribeResponse], []*parleyv1.SubscribeResponse) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(a.ctx(), 20*time.Second)
@@ -678,7 +689,9 @@ func rpcSubscribe(t testing.TB, c parleyv1connect.MessagesServiceClient, a accou
 	var backlog []*parleyv1.SubscribeResponse
 	for {
 		ev := rpcReceive(t, stream)
-		backlog = append(backlog, ev)
+		if !a.aboutAccount(ev) {
+			backlog = append(backlog, ev)
+		}
 		if ev.GetHeartbeat() != nil {
 			return stream, backlog
 		}

@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-chat/parley/db"
 	"github.com/parley-chat/parley/db/dbtest"
@@ -106,6 +108,37 @@ type account struct {
 	user     *parleyv1.User
 	password string
 	tokens   *parleyv1.Tokens
+	// accountConv is the user's account conversation, which the server
+	// writes (settings, contacts, deletions); chatOnly and friends leave it
+	// out where a test looks at chat traffic only.
+	accountConv string
+}
+
+// chatOnly returns convs without a's account conversation.
+func (a account) chatOnly(convs []*parleyv1.Conversation) []*parleyv1.Conversation {
+	var out []*parleyv1.Conversation
+	for _, c := range convs {
+		if c.GetId() != a.accountConv {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// chatSync returns res without what concerns a's account conversation.
+func (a account) chatSync(res *parleyv1.SyncResponse) *parleyv1.SyncResponse {
+	out := proto.Clone(res).(*parleyv1.SyncResponse)
+	out.Conversations = a.chatOnly(res.GetConversations())
+	out.Messages = slices.DeleteFunc(out.Messages, func(m *parleyv1.Message) bool { return m.GetConversationId() == a.accountConv })
+	out.Positions = slices.DeleteFunc(out.Positions, func(c *parleyv1.Cursor) bool { return c.GetConversationId() == a.accountConv })
+	return out
+}
+
+// aboutAccount reports whether ev concerns a's account conversation.
+func (a account) aboutAccount(ev *parleyv1.SubscribeResponse) bool {
+	return ev.GetMessage().GetConversationId() == a.accountConv && a.accountConv != "" ||
+		ev.GetConversation().GetAdded().GetConversation().GetId() == a.accountConv ||
+		ev.GetConversation().GetUpdated().GetId() == a.accountConv
 }
 
 func (a account) ctx() context.Context { return bearer(a.tokens.GetAccessToken()) }
@@ -126,7 +159,11 @@ func (e *env) signUp(username string, opts ...connect.ClientOption) account {
 	if err != nil {
 		e.t.Fatalf("Login(%s): %v", username, err)
 	}
-	return account{user: res.GetUser(), password: password, tokens: res.GetTokens()}
+	acc, err := e.db.GetAccountConversationID(context.Background(), res.GetUser().GetId())
+	if err != nil {
+		e.t.Fatalf("account conversation of %s: %v", username, err)
+	}
+	return account{user: res.GetUser(), password: password, tokens: res.GetTokens(), accountConv: acc}
 }
 
 // passwordOf is the password signUp and register give an account.
@@ -154,6 +191,15 @@ func (e *env) in(t testing.TB) *env {
 
 // count returns the number of rows of a table, to prove that a failed request
 // wrote nothing.
+// chatConversations and chatMessages are what e.count counts for the
+// conversations and messages users exchange: every user also has an account
+// conversation (kind 3) that the server writes.
+const (
+	chatConversations = "conversations WHERE kind <> 3"
+	chatMessages      = "messages m JOIN conversations c ON c.id = m.conversation_id WHERE c.kind <> 3"
+)
+
+// count counts the rows of a table, or of a FROM clause like chatMessages.
 func (e *env) count(table string) int {
 	e.t.Helper()
 	var n int
