@@ -182,7 +182,7 @@ func (s *Server) Handler() http.Handler {
 	authMiddleware := authn.NewMiddleware(s.tokens.authenticate(publicProcedures))
 
 	mux := http.NewServeMux()
-	handle := func(path string, h http.Handler) { mux.Handle(path, authMiddleware.Wrap(h)) }
+	handle := func(path string, h http.Handler) { mux.Handle(path, authMiddleware.Wrap(withResponseController(h))) }
 	handle(parleyv1connect.NewAuthServiceHandler(s.auth, opts...))
 	handle(parleyv1connect.NewMessagesServiceHandler(s.msgs, opts...))
 

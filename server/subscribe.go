@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
 
@@ -20,6 +21,9 @@ const (
 	// revocation on another node (the session cache adds its TTL).
 	sessionCheckInterval = time.Second
 	defaultSyncLimit     = 500
+	// streamEndGrace is how long a stream the hub ended may take to write
+	// its final status before it is reset.
+	streamEndGrace = time.Second
 )
 
 // streamView is what one stream has delivered of one conversation.
@@ -41,7 +45,7 @@ type catchUp struct {
 // backlog already covered and reading any gap a live event reveals. Every
 // entry after the client's cursors is delivered exactly once, in seq order per
 // conversation.
-func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.SubscribeRequest, stream *connect.ServerStream[parleyv1.SubscribeResponse]) error {
+func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.SubscribeRequest, stream *connect.ServerStream[parleyv1.SubscribeResponse]) (err error) {
 	c, err := mustCaller(ctx)
 	if err != nil {
 		return err
@@ -51,6 +55,32 @@ func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.Subscribe
 		return errTooManyStreams
 	}
 	defer s.hub.unsubscribe(sub)
+	// A client that stops reading fills its HTTP/2 flow-control window, and
+	// then a write blocks until it reads again. When the hub ends the stream
+	// (its buffer overflowed, or its session was revoked), a blocked write
+	// must not keep the handler: a write deadline fails it. A client that
+	// reads gets the final status within the grace period; one whose window
+	// stays full sees the stream reset, and resumes from its cursors.
+	if rc := responseController(ctx); rc != nil {
+		go func() {
+			<-sub.done
+			if sub.reason != endNone {
+				_ = rc.SetWriteDeadline(time.Now().Add(streamEndGrace))
+			}
+		}()
+	}
+	defer func() {
+		select {
+		case <-sub.done:
+			switch sub.reason {
+			case endOverflowed:
+				err = errSlowSubscriber
+			case endRevoked:
+				err = errStreamSessionEnded
+			}
+		default:
+		}
+	}()
 	s.presence.connect(ctx, c.UserID)
 	defer s.presence.disconnect(c.UserID)
 
@@ -346,4 +376,20 @@ func (s *messagesService) Sync(ctx context.Context, req *parleyv1.SyncRequest) (
 	}
 	slices.Sort(res.RemovedConversationIds)
 	return res, nil
+}
+
+type responseControllerKey struct{}
+
+// withResponseController lets a handler reach its HTTP response beneath
+// Connect, for write deadlines.
+func withResponseController(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := context.WithValue(r.Context(), responseControllerKey{}, http.NewResponseController(w))
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func responseController(ctx context.Context) *http.ResponseController {
+	rc, _ := ctx.Value(responseControllerKey{}).(*http.ResponseController)
+	return rc
 }
