@@ -8,6 +8,19 @@ import (
 	"time"
 )
 
+type Block struct {
+	BlockerID string
+	BlockedID string
+	CreatedAt time.Time
+}
+
+type Contact struct {
+	UserID    string
+	ContactID string
+	Remark    string
+	CreatedAt time.Time
+}
+
 type Conversation struct {
 	ID            string
 	Kind          int16
@@ -26,6 +39,17 @@ type DirectPair struct {
 	UserLow        string
 	UserHigh       string
 	ConversationID string
+}
+
+type FriendRequest struct {
+	ID         string
+	FromUserID string
+	ToUserID   string
+	Greeting   string
+	State      int16
+	Hidden     bool
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 type Member struct {
