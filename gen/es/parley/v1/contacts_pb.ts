@@ -731,8 +731,9 @@ export const FriendRequestDecisionSchema: GenEnum<FriendRequestDecision> = /*@__
  *
  * Contact is mutual: two users become contacts when one accepts the other's
  * friend request, and removing a contact ends it for both. Blocking is one-sided
- * and silent: a blocked user cannot message, call, or send friend requests to the
- * blocker, and gets PermissionDenied without learning why.
+ * and silent: a blocked user cannot message or call the blocker, and gets
+ * PermissionDenied without learning why; their friend requests look sent to them
+ * but never reach the blocker.
  *
  * Every change is also written as a system message to the account conversations
  * of the users concerned (see SystemContent), so offline devices converge through
@@ -744,11 +745,15 @@ export const ContactsService: GenService<{
   /**
    * SendFriendRequest asks a user to become the caller's contact. When that user
    * already has a pending request to the caller, it is accepted instead and the
-   * response carries it with state ACCEPTED.
+   * response carries it with state ACCEPTED. When the caller already has a
+   * pending request to that user, the response carries that request unchanged.
+   * A request to a user who blocked the caller is answered like any other and is
+   * PENDING in the caller's outgoing list, but the blocker does not see it unless
+   * they unblock the caller: an error would tell the caller they are blocked.
    * Errors: NotFound when the user does not exist, InvalidArgument when it is the
-   * caller, AlreadyExists when they are already contacts or the caller already has
-   * a pending request to them, PermissionDenied when either user blocked the
-   * other, ResourceExhausted when the caller sends too many requests.
+   * caller, AlreadyExists when they are already contacts, PermissionDenied when
+   * the caller blocked the user, ResourceExhausted when the caller sends too many
+   * requests.
    *
    * @generated from rpc parley.v1.ContactsService.SendFriendRequest
    */
@@ -827,9 +832,12 @@ export const ContactsService: GenService<{
     output: typeof RemoveContactResponseSchema;
   },
   /**
-   * BlockUser blocks a user: they can no longer message or call the caller or send
-   * friend requests, and pending requests between the two are cancelled. A contact
-   * stays a contact. Blocking a user already blocked changes nothing.
+   * BlockUser blocks a user: they can no longer message or call the caller, and
+   * their friend requests no longer reach the caller. Pending requests between the
+   * two end as if the caller had answered them: the user's request to the caller
+   * is DECLINED, the caller's request to the user CANCELLED, so the user learns
+   * nothing a decline or a cancel would not tell them. A contact stays a contact.
+   * Blocking a user already blocked changes nothing.
    * Errors: NotFound when the user does not exist, InvalidArgument when it is the
    * caller, ResourceExhausted when the caller has blocked 10,000 users.
    *

@@ -69,11 +69,15 @@ const (
 type ContactsServiceClient interface {
 	// SendFriendRequest asks a user to become the caller's contact. When that user
 	// already has a pending request to the caller, it is accepted instead and the
-	// response carries it with state ACCEPTED.
+	// response carries it with state ACCEPTED. When the caller already has a
+	// pending request to that user, the response carries that request unchanged.
+	// A request to a user who blocked the caller is answered like any other and is
+	// PENDING in the caller's outgoing list, but the blocker does not see it unless
+	// they unblock the caller: an error would tell the caller they are blocked.
 	// Errors: NotFound when the user does not exist, InvalidArgument when it is the
-	// caller, AlreadyExists when they are already contacts or the caller already has
-	// a pending request to them, PermissionDenied when either user blocked the
-	// other, ResourceExhausted when the caller sends too many requests.
+	// caller, AlreadyExists when they are already contacts, PermissionDenied when
+	// the caller blocked the user, ResourceExhausted when the caller sends too many
+	// requests.
 	SendFriendRequest(context.Context, *v1.SendFriendRequestRequest) (*v1.SendFriendRequestResponse, error)
 	// ListFriendRequests lists the friend requests the caller received or sent,
 	// newest first, in pages.
@@ -96,9 +100,12 @@ type ContactsServiceClient interface {
 	// conversation and its history stay.
 	// Errors: NotFound when the user is not the caller's contact.
 	RemoveContact(context.Context, *v1.RemoveContactRequest) (*v1.RemoveContactResponse, error)
-	// BlockUser blocks a user: they can no longer message or call the caller or send
-	// friend requests, and pending requests between the two are cancelled. A contact
-	// stays a contact. Blocking a user already blocked changes nothing.
+	// BlockUser blocks a user: they can no longer message or call the caller, and
+	// their friend requests no longer reach the caller. Pending requests between the
+	// two end as if the caller had answered them: the user's request to the caller
+	// is DECLINED, the caller's request to the user CANCELLED, so the user learns
+	// nothing a decline or a cancel would not tell them. A contact stays a contact.
+	// Blocking a user already blocked changes nothing.
 	// Errors: NotFound when the user does not exist, InvalidArgument when it is the
 	// caller, ResourceExhausted when the caller has blocked 10,000 users.
 	BlockUser(context.Context, *v1.BlockUserRequest) (*v1.BlockUserResponse, error)
@@ -293,11 +300,15 @@ func (c *contactsServiceClient) ListBlocked(ctx context.Context, req *v1.ListBlo
 type ContactsServiceHandler interface {
 	// SendFriendRequest asks a user to become the caller's contact. When that user
 	// already has a pending request to the caller, it is accepted instead and the
-	// response carries it with state ACCEPTED.
+	// response carries it with state ACCEPTED. When the caller already has a
+	// pending request to that user, the response carries that request unchanged.
+	// A request to a user who blocked the caller is answered like any other and is
+	// PENDING in the caller's outgoing list, but the blocker does not see it unless
+	// they unblock the caller: an error would tell the caller they are blocked.
 	// Errors: NotFound when the user does not exist, InvalidArgument when it is the
-	// caller, AlreadyExists when they are already contacts or the caller already has
-	// a pending request to them, PermissionDenied when either user blocked the
-	// other, ResourceExhausted when the caller sends too many requests.
+	// caller, AlreadyExists when they are already contacts, PermissionDenied when
+	// the caller blocked the user, ResourceExhausted when the caller sends too many
+	// requests.
 	SendFriendRequest(context.Context, *v1.SendFriendRequestRequest) (*v1.SendFriendRequestResponse, error)
 	// ListFriendRequests lists the friend requests the caller received or sent,
 	// newest first, in pages.
@@ -320,9 +331,12 @@ type ContactsServiceHandler interface {
 	// conversation and its history stay.
 	// Errors: NotFound when the user is not the caller's contact.
 	RemoveContact(context.Context, *v1.RemoveContactRequest) (*v1.RemoveContactResponse, error)
-	// BlockUser blocks a user: they can no longer message or call the caller or send
-	// friend requests, and pending requests between the two are cancelled. A contact
-	// stays a contact. Blocking a user already blocked changes nothing.
+	// BlockUser blocks a user: they can no longer message or call the caller, and
+	// their friend requests no longer reach the caller. Pending requests between the
+	// two end as if the caller had answered them: the user's request to the caller
+	// is DECLINED, the caller's request to the user CANCELLED, so the user learns
+	// nothing a decline or a cancel would not tell them. A contact stays a contact.
+	// Blocking a user already blocked changes nothing.
 	// Errors: NotFound when the user does not exist, InvalidArgument when it is the
 	// caller, ResourceExhausted when the caller has blocked 10,000 users.
 	BlockUser(context.Context, *v1.BlockUserRequest) (*v1.BlockUserResponse, error)
