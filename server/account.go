@@ -44,6 +44,14 @@ func createUser(ctx context.Context, d *db.DB, p db.CreateUserParams) (db.User, 
 // appendAccountEntry appends a system entry to userID's account conversation
 // in transaction q. Publish the returned event to the user after commit.
 func appendAccountEntry(ctx context.Context, q *db.Queries, userID string, content *parleyv1.SystemContent) (*parleyv1.SubscribeResponse, error) {
+	return appendAccountEntryBy(ctx, q, userID, userID, content)
+}
+
+// appendAccountEntryBy is appendAccountEntry for an entry about what actorID
+// did, who becomes its sender (SystemContent names the user who acted that
+// way). An entry another user caused, such as a friend request received,
+// leaves the owner's read cursor where it was: it is news to every device.
+func appendAccountEntryBy(ctx context.Context, q *db.Queries, userID, actorID string, content *parleyv1.SystemContent) (*parleyv1.SubscribeResponse, error) {
 	convID, err := q.GetAccountConversationID(ctx, userID)
 	if err != nil {
 		return nil, fmt.Errorf("find account conversation: %w", err)
@@ -56,7 +64,7 @@ func appendAccountEntry(ctx context.Context, q *db.Queries, userID string, conte
 		return nil, fmt.Errorf("encode account entry: %w", err)
 	}
 	entry, err := appendEntry(ctx, q, db.InsertMessageParams{
-		ConversationID: convID, SenderID: &userID, Kind: kindSystem, Content: encoded,
+		ConversationID: convID, SenderID: &actorID, Kind: kindSystem, Content: encoded,
 	})
 	if err != nil {
 		return nil, err

@@ -85,3 +85,25 @@ func messagesToProto(rows []db.Message) ([]*parleyv1.Message, error) {
 	}
 	return out, nil
 }
+
+func friendRequestToProto(r db.FriendRequest, users map[string]db.User) *parleyv1.FriendRequest {
+	return &parleyv1.FriendRequest{
+		Id:         r.ID,
+		FromUser:   userToProto(users[r.FromUserID]),
+		ToUser:     userToProto(users[r.ToUserID]),
+		Greeting:   r.Greeting,
+		State:      parleyv1.FriendRequestState(r.State),
+		CreateTime: timestamp(r.CreatedAt),
+		UpdateTime: timestamp(r.UpdatedAt),
+	}
+}
+
+// contactToProto is c as its owner sees it; u is the contact's profile.
+func contactToProto(c db.Contact, u db.User) *parleyv1.Contact {
+	return &parleyv1.Contact{User: userToProto(u), Remark: c.Remark, SinceTime: timestamp(c.CreatedAt)}
+}
+
+// blockedToProto is b as the blocker sees it; u is the blocked user's profile.
+func blockedToProto(b db.Block, u db.User) *parleyv1.BlockedUser {
+	return &parleyv1.BlockedUser{User: userToProto(u), BlockTime: timestamp(b.CreatedAt)}
+}

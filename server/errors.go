@@ -43,6 +43,18 @@ var (
 	errAccountConversation  = errors.New("the account conversation is written by the server; nobody sends to it")
 	errFriendsOnly          = errors.New("this user accepts direct messages from contacts only")
 	errStrangerLimit        = errors.New("this user accepts at most 3 messages from people who are not their contacts until they reply")
+	// errBlocked refuses a direct message the recipient blocked. Its text
+	// does not say "blocked": the user blocked is not told why (see
+	// ContactsService), only that this conversation is closed to them.
+	errBlocked = errors.New("you cannot send direct messages to this user")
+	// errYouBlocked is the blocker's own view of their block, which they
+	// know of.
+	errYouBlocked           = errors.New("you blocked this user; unblock them first")
+	errAlreadyContacts      = errors.New("you are already contacts")
+	errFriendRequestUnknown = errors.New("friend request not found")
+	errFriendRequestSettled = errors.New("friend request is no longer pending")
+	errNotContact           = errors.New("this user is not one of your contacts")
+	errTooManyBlocked       = errors.New("you have blocked 10,000 users, the most there may be; unblock some first")
 	errTooManyStreams       = errors.New("too many open streams for this user; close one first")
 	errSlowSubscriber       = errors.New("stream fell behind and was closed; subscribe again with your cursors")
 	errStreamSessionEnded   = errors.New("session has been revoked; log in again")
@@ -82,6 +94,13 @@ var errorCodes = map[error]connect.Code{
 	errAccountConversation:  connect.CodePermissionDenied,
 	errFriendsOnly:          connect.CodePermissionDenied,
 	errStrangerLimit:        connect.CodePermissionDenied,
+	errBlocked:              connect.CodePermissionDenied,
+	errYouBlocked:           connect.CodePermissionDenied,
+	errAlreadyContacts:      connect.CodeAlreadyExists,
+	errFriendRequestUnknown: connect.CodeNotFound,
+	errFriendRequestSettled: connect.CodeFailedPrecondition,
+	errNotContact:           connect.CodeNotFound,
+	errTooManyBlocked:       connect.CodeResourceExhausted,
 	errTooManyStreams:       connect.CodeResourceExhausted,
 	errSlowSubscriber:       connect.CodeResourceExhausted,
 	errShuttingDown:         connect.CodeUnavailable,

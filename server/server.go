@@ -47,6 +47,8 @@ type Config struct {
 	MaxRequestBytes int
 	// SendPerUser throttles Send per user.
 	SendPerUser Rate
+	// FriendRequests throttles SendFriendRequest per user.
+	FriendRequests Rate
 	// StreamBuffer is how many events a Subscribe stream may fall behind
 	// before it is closed and must resume from its cursors.
 	StreamBuffer int
@@ -79,6 +81,7 @@ func DefaultConfig() Config {
 		RegisterPerAddress: Rate{Burst: 20, Per: time.Hour},
 		MaxRequestBytes:    1 << 20,
 		SendPerUser:        Rate{Burst: 200, Per: 10 * time.Second},
+		FriendRequests:     Rate{Burst: 50, Per: time.Hour},
 		StreamBuffer:       1024,
 		AppendWorkers:      2,
 		AppendBatch:        256,
@@ -97,6 +100,7 @@ type Server struct {
 	tokens  *tokens
 	auth    *authService
 	msgs    *messagesService
+	cts     *contactsService
 	metrics *metrics
 	reg     *prometheus.Registry
 	health  *healthChecker
@@ -135,12 +139,14 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		tokens:  toks,
 		auth:    newAuthService(d, hasher, toks, h, cfg),
 		msgs:    newMessagesService(d, h, toks, pres, newCommitter(d, h, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg),
+		cts:     newContactsService(d, h, cfg),
 		pres:    pres,
 		metrics: m,
 		reg:     reg,
 		health: &healthChecker{db: d, relay: h.relay, services: map[string]bool{
 			parleyv1connect.AuthServiceName:     true,
 			parleyv1connect.MessagesServiceName: true,
+			parleyv1connect.ContactsServiceName: true,
 		}},
 	}, nil
 }
@@ -185,10 +191,12 @@ func (s *Server) Handler() http.Handler {
 	handle := func(path string, h http.Handler) { mux.Handle(path, authMiddleware.Wrap(withResponseController(h))) }
 	handle(parleyv1connect.NewAuthServiceHandler(s.auth, opts...))
 	handle(parleyv1connect.NewMessagesServiceHandler(s.msgs, opts...))
+	handle(parleyv1connect.NewContactsServiceHandler(s.cts, opts...))
 
 	services := []string{
 		parleyv1connect.AuthServiceName,
 		parleyv1connect.MessagesServiceName,
+		parleyv1connect.ContactsServiceName,
 		grpchealth.HealthV1ServiceName,
 		grpcreflect.ReflectV1ServiceName,
 		grpcreflect.ReflectV1AlphaServiceName,
