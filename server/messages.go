@@ -158,18 +158,41 @@ func admit(senderID string, cs *conversationState, req *parleyv1.SendRequest) (i
 		if peer.UserID == senderID {
 			continue
 		}
-		// Contacts arrive with ContactsService; until then every sender is
-		// a stranger to the recipient.
-		switch parleyv1.MessagePrivacy(peer.MessagePrivacy) {
-		case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_FRIENDS_ONLY:
-			return 0, errFriendsOnly
-		case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_STRANGERS_LIMITED:
-			if peer.SentCount == 0 && me.SentCount >= strangerLimit {
-				return 0, errStrangerLimit
-			}
+		err := directRule(peer.MessagePrivacy, peer.HasPeerAsContact, me.BlocksPeer, peer.BlocksPeer, me.SentCount, peer.SentCount)
+		if err != nil {
+			return 0, err
 		}
 	}
 	return i, nil
+}
+
+// directRule says whether a direct message may reach a recipient with the
+// given privacy setting. contact is whether the two are contacts,
+// senderBlocks and recipientBlocks whether either blocked the other, sent and
+// replies how many messages the sender and the recipient have sent in the
+// conversation. A block stops messages both ways. The recipient's block is
+// checked last and its error does not name it: a sender the privacy rules
+// refuse anyway learns only those rules, so a block tells the user blocked no
+// more than it must.
+func directRule(privacy int16, contact, senderBlocks, recipientBlocks bool, sent, replies int64) error {
+	if senderBlocks {
+		return errYouBlocked
+	}
+	if !contact {
+		switch parleyv1.MessagePrivacy(privacy) {
+		case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_FRIENDS_ONLY:
+			return errFriendsOnly
+		case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_STRANGERS_LIMITED:
+			// A reply, or becoming contacts, lifts the limit.
+			if replies == 0 && sent >= strangerLimit {
+				return errStrangerLimit
+			}
+		}
+	}
+	if recipientBlocks {
+		return errBlocked
+	}
+	return nil
 }
 
 // sendContent encodes the content of a Send for storage.
@@ -215,9 +238,15 @@ func (s *messagesService) directConversation(ctx context.Context, me, peer strin
 			return fmt.Errorf("get peer: %w", err)
 		}
 		// A conversation the recipient would refuse every message in is not
-		// created: they would see an empty conversation from a stranger.
-		if parleyv1.MessagePrivacy(recipient.MessagePrivacy) == parleyv1.MessagePrivacy_MESSAGE_PRIVACY_FRIENDS_ONLY {
-			return errFriendsOnly
+		// created: they would see an empty conversation from a stranger, or
+		// from someone one of them blocked. The refusal is the one Send
+		// would give, so it reveals nothing Send does not.
+		rel, err := q.GetRelationship(ctx, db.GetRelationshipParams{UserID: peer, OtherID: me})
+		if err != nil {
+			return fmt.Errorf("get relationship: %w", err)
+		}
+		if err := directRule(recipient.MessagePrivacy, rel.IsContact, rel.BlockedByOther, rel.BlocksOther, 0, 0); err != nil {
+			return err
 		}
 		conv, err := q.CreateConversation(ctx, int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT))
 		if err != nil {
@@ -336,6 +365,14 @@ func (s *messagesService) conversationView(ctx context.Context, m db.Membership)
 			}
 			out.Peer = userToProto(peer)
 			out.Title = peer.DisplayName
+			// The remark the member gave a contact is their title for it.
+			remark, err := s.db.GetContactRemark(ctx, db.GetContactRemarkParams{UserID: m.UserID, ContactID: peer.ID})
+			if err != nil && !db.IsNoRows(err) {
+				return nil, fmt.Errorf("get contact remark: %w", err)
+			}
+			if remark != "" {
+				out.Title = remark
+			}
 			if peer.AvatarMediaID != nil {
 				out.AvatarMediaId = *peer.AvatarMediaID
 			}
