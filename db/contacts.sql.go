@@ -101,7 +101,8 @@ SELECT account_conversation_id FROM users WHERE id = ANY($1::uuid[]) ORDER BY ac
 `
 
 // GetAccountConversationIDs returns the account conversations of users, in
-// id order: the order in which a transaction that writes several locks them.
+// id order: the order in which a transaction that writes several locks them
+// (LockConversations).
 func (q *Queries) GetAccountConversationIDs(ctx context.Context, ids []string) ([]string, error) {
 	rows, err := q.db.Query(ctx, getAccountConversationIDs, ids)
 	if err != nil {
@@ -478,26 +479,6 @@ func (q *Queries) ListOutgoingFriendRequests(ctx context.Context, arg ListOutgoi
 		return nil, err
 	}
 	return items, nil
-}
-
-const lockContactPair = `-- name: LockContactPair :exec
-SELECT pg_advisory_xact_lock(hashtextextended(
-    'parley.contacts:' || LEAST($1::uuid, $2::uuid)::text || ':' || GREATEST($1::uuid, $2::uuid)::text, 0))
-`
-
-type LockContactPairParams struct {
-	A string
-	B string
-}
-
-// LockContactPair serialises every change between two users (requests,
-// contacts, blocks) until the transaction ends, whichever of them acts: two
-// crossing requests, or an accept racing a block, run one after the other and
-// the second sees what the first did. An advisory lock on the unordered pair
-// holds no row locks that Send, presence or profile updates would wait for.
-func (q *Queries) LockContactPair(ctx context.Context, arg LockContactPairParams) error {
-	_, err := q.db.Exec(ctx, lockContactPair, arg.A, arg.B)
-	return err
 }
 
 const pendingFriendRequest = `-- name: PendingFriendRequest :one

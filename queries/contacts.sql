@@ -1,12 +1,3 @@
--- LockContactPair serialises every change between two users (requests,
--- contacts, blocks) until the transaction ends, whichever of them acts: two
--- crossing requests, or an accept racing a block, run one after the other and
--- the second sees what the first did. An advisory lock on the unordered pair
--- holds no row locks that Send, presence or profile updates would wait for.
--- name: LockContactPair :exec
-SELECT pg_advisory_xact_lock(hashtextextended(
-    'parley.contacts:' || LEAST(@a::uuid, @b::uuid)::text || ':' || GREATEST(@a::uuid, @b::uuid)::text, 0));
-
 -- GetRelationship says how user_id stands with other_id.
 -- name: GetRelationship :one
 SELECT EXISTS (SELECT 1 FROM contacts WHERE contacts.user_id = @user_id::uuid AND contact_id = @other_id::uuid) AS is_contact,
@@ -14,7 +5,8 @@ SELECT EXISTS (SELECT 1 FROM contacts WHERE contacts.user_id = @user_id::uuid AN
        EXISTS (SELECT 1 FROM blocks WHERE blocker_id = @other_id::uuid AND blocked_id = @user_id::uuid) AS blocked_by_other;
 
 -- GetAccountConversationIDs returns the account conversations of users, in
--- id order: the order in which a transaction that writes several locks them.
+-- id order: the order in which a transaction that writes several locks them
+-- (LockConversations).
 -- name: GetAccountConversationIDs :many
 SELECT account_conversation_id FROM users WHERE id = ANY(@ids::uuid[]) ORDER BY account_conversation_id;
 

@@ -16,10 +16,11 @@ import (
 
 // Contacts are mutual friendships made by accepting a friend request; blocks
 // are one-sided. Every change between two users runs in one transaction that
-// first takes their pair lock (LockContactPair), so that crossing requests,
-// an accept racing a block, or two devices of one user acting at once are
-// serialised and each sees what the other did; unique constraints back the
-// invariants up (one pending request per pair, one contact row per direction).
+// first locks both users' account conversations (begin), so that crossing
+// requests, an accept racing a block, or two devices of one user acting at
+// once are serialised and each sees what the other did; unique constraints
+// back the invariants up (one pending request per pair, one contact row per
+// direction).
 //
 // Each change is an entry in the account conversation of every user it
 // concerns, written in the same transaction, and the entries and their live
@@ -59,13 +60,21 @@ type contactChange struct {
 	events []hubEvent
 }
 
-// begin locks the pair of users: their pair lock, then their account
-// conversations in id order, as every transaction that writes two account
-// logs must take them to never deadlock with another. It loads both
+// begin locks the pair of users for the transaction: their account
+// conversations, in id order. Every change between two users writes both
+// account logs (or could), so holding both locks before reading anything
+// serialises every change concerning either user: two crossing requests, or
+// an accept racing a block, run one after the other and the second sees what
+// the first did. Taking them in id order, as Send's batches do, means two
+// transactions never wait for each other in a circle. begin also loads both
 // profiles; errUserNotFound when other does not exist.
 func (s *contactsService) begin(ctx context.Context, q *db.Queries, c caller, other string) (*contactChange, error) {
-	if err := q.LockContactPair(ctx, db.LockContactPairParams{A: c.UserID, B: other}); err != nil {
-		return nil, fmt.Errorf("lock contact pair: %w", err)
+	convs, err := q.GetAccountConversationIDs(ctx, []string{c.UserID, other})
+	if err != nil {
+		return nil, fmt.Errorf("find account conversations: %w", err)
+	}
+	if _, err := q.LockConversations(ctx, convs); err != nil {
+		return nil, fmt.Errorf("lock account conversations: %w", err)
 	}
 	users, err := q.GetUsers(ctx, []string{c.UserID, other})
 	if err != nil {
@@ -77,13 +86,6 @@ func (s *contactsService) begin(ctx context.Context, q *db.Queries, c caller, ot
 	}
 	if _, ok := ch.users[other]; !ok {
 		return nil, errUserNotFound
-	}
-	convs, err := q.GetAccountConversationIDs(ctx, []string{c.UserID, other})
-	if err != nil {
-		return nil, fmt.Errorf("find account conversations: %w", err)
-	}
-	if _, err := q.LockConversations(ctx, convs); err != nil {
-		return nil, fmt.Errorf("lock account conversations: %w", err)
 	}
 	return ch, nil
 }
