@@ -44,11 +44,12 @@ type contactsService struct {
 
 	db       *db.DB
 	hub      *hub
+	msgs     *messagesService // builds the conversation a remark retitles
 	requests *keyedLimiter
 }
 
-func newContactsService(d *db.DB, h *hub, cfg Config) *contactsService {
-	return &contactsService{db: d, hub: h, requests: newKeyedLimiter(cfg.FriendRequests, 100_000)}
+func newContactsService(d *db.DB, h *hub, msgs *messagesService, cfg Config) *contactsService {
+	return &contactsService{db: d, hub: h, msgs: msgs, requests: newKeyedLimiter(cfg.FriendRequests, 100_000)}
 }
 
 // contactChange is one transaction's changes between two users: it writes
@@ -423,6 +424,21 @@ func (s *contactsService) SetContactRemark(ctx context.Context, req *parleyv1.Se
 	})
 	if err != nil {
 		return nil, err
+	}
+	// The remark is the title of their direct conversation for the caller:
+	// every device of theirs, this one too, gets the conversation retitled.
+	convID, err := s.db.GetDirectConversationID(ctx, db.GetDirectConversationIDParams{
+		UserLow: min(c.UserID, req.GetUserId()), UserHigh: max(c.UserID, req.GetUserId()),
+	})
+	switch {
+	case err == nil:
+		conv, err := s.msgs.conversation(ctx, c.UserID, convID)
+		if err != nil {
+			return nil, err
+		}
+		ch.events = append(ch.events, hubEvent{users: []string{c.UserID}, ev: conversationUpdated(conv)})
+	case !db.IsNoRows(err):
+		return nil, fmt.Errorf("look up direct conversation: %w", err)
 	}
 	s.hub.publishAll(ch.events)
 	return &parleyv1.SetContactRemarkResponse{Contact: contact}, nil

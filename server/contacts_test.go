@@ -598,9 +598,20 @@ func TestContactRemarksNameTheConversation(t *testing.T) {
 		return res.GetConversation().GetTitle()
 	}
 
+	stream, _ := rpcSubscribe(t, m, alice)
 	res, err := c.SetContactRemark(alice.ctx(), &parleyv1.SetContactRemarkRequest{UserId: bob.user.GetId(), Remark: "Bobby 🎸"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Alice's devices, the one that set it too, get the conversation retitled.
+	for {
+		ev := rpcReceive(t, stream)
+		if up := ev.GetConversation().GetUpdated(); up != nil {
+			if up.GetId() != conv || up.GetTitle() != "Bobby 🎸" {
+				t.Errorf("got updated conversation %v, want %s titled Bobby 🎸", up, conv)
+			}
+			break
+		}
 	}
 	if res.GetContact().GetRemark() != "Bobby 🎸" || res.GetContact().GetUser().GetId() != bob.user.GetId() {
 		t.Fatalf("got %v, want bob remarked Bobby 🎸", res)
@@ -1157,4 +1168,44 @@ func TestContactChangesReachEveryDevice(t *testing.T) {
 			t.Errorf("carol's log got %v, want nothing", log)
 		}
 	})
+}
+
+// A blocker's presence is hidden from the user blocked, and theirs from the
+// blocker, as long as the block lasts.
+func TestBlockHidesPresence(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.contacts()
+	alice, bob, _ := e.pair("alice", "bob")
+	carol := e.signUp("carol")
+	rpcPrivacy(t, e, carol, parleyv1.MessagePrivacy_MESSAGE_PRIVACY_EVERYONE)
+	rpcSend(t, e.rpcMessages(), alice, rpcToUser(carol.user.GetId(), "hi"))
+	if _, err := c.BlockUser(alice.ctx(), &parleyv1.BlockUserRequest{UserId: bob.user.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	m := e.rpcMessages()
+	carols, _ := rpcSubscribe(t, m, carol)
+	rpcSubscribe(t, m, bob) // bob is online
+
+	// Alice comes online: carol is told, bob is not.
+	rpcSubscribe(t, m, alice)
+	if p := nextPresence(t, carols); p.GetUserId() != alice.user.GetId() || !p.GetOnline() {
+		t.Fatalf("carol got %v, want alice online", p)
+	}
+	if containsOnline(openStreamEvents(t, e, bob), alice.user.GetId()) {
+		t.Error("a new stream of bob's lists alice online though she blocked him")
+	}
+	if containsOnline(openStreamEvents(t, e, alice), bob.user.GetId()) {
+		t.Error("a new stream of alice's lists bob online though she blocked him")
+	}
+	// Unblocked, bob sees her again.
+	if _, err := c.UnblockUser(alice.ctx(), &parleyv1.UnblockUserRequest{UserId: bob.user.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	if !containsOnline(openStreamEvents(t, e, bob), alice.user.GetId()) {
+		t.Error("after the unblock, a new stream of bob's does not list alice online")
+	}
+	if !containsOnline(openStreamEvents(t, e, alice), bob.user.GetId()) {
+		t.Error("after the unblock, a new stream of alice's does not list bob online")
+	}
 }

@@ -131,7 +131,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		}
 	}
 	pres := newPresence(d, h, h.relay, logger)
-	return &Server{
+	srv := &Server{
 		relay:   h.relay,
 		db:      d,
 		logger:  logger,
@@ -139,7 +139,6 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		tokens:  toks,
 		auth:    newAuthService(d, hasher, toks, h, cfg),
 		msgs:    newMessagesService(d, h, toks, pres, newCommitter(d, h, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg),
-		cts:     newContactsService(d, h, cfg),
 		pres:    pres,
 		metrics: m,
 		reg:     reg,
@@ -148,7 +147,9 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 			parleyv1connect.MessagesServiceName: true,
 			parleyv1connect.ContactsServiceName: true,
 		}},
-	}, nil
+	}
+	srv.cts = newContactsService(d, h, srv.msgs, cfg)
+	return srv, nil
 }
 
 // Close stops the server's background work (the Send committers, presence,
