@@ -114,13 +114,7 @@ func (ch *contactChange) tell(user string, ev *parleyv1.ContactEvent, toCaller b
 // requestChanged records a request's new state in the logs of both users, and
 // tells them. A hidden request concerns its sender only.
 func (ch *contactChange) requestChanged(ctx context.Context, r db.FriendRequest, actor string) error {
-	content := &parleyv1.SystemContent{Event: &parleyv1.SystemContent_FriendRequest{FriendRequest: &parleyv1.FriendRequestChanged{
-		RequestId:  r.ID,
-		FromUserId: r.FromUserID,
-		ToUserId:   r.ToUserID,
-		State:      parleyv1.FriendRequestState(r.State),
-		Greeting:   r.Greeting,
-	}}}
+	content := friendRequestChanged(r)
 	owners := []string{r.FromUserID}
 	if !r.Hidden {
 		owners = append(owners, r.ToUserID)
@@ -132,6 +126,17 @@ func (ch *contactChange) requestChanged(ctx context.Context, r db.FriendRequest,
 		ch.tell(owner, &parleyv1.ContactEvent{Change: &parleyv1.ContactEvent_FriendRequest{FriendRequest: friendRequestToProto(r, ch.users)}}, false)
 	}
 	return nil
+}
+
+// friendRequestChanged is the account entry of r's current state.
+func friendRequestChanged(r db.FriendRequest) *parleyv1.SystemContent {
+	return &parleyv1.SystemContent{Event: &parleyv1.SystemContent_FriendRequest{FriendRequest: &parleyv1.FriendRequestChanged{
+		RequestId:  r.ID,
+		FromUserId: r.FromUserID,
+		ToUserId:   r.ToUserID,
+		State:      parleyv1.FriendRequestState(r.State),
+		Greeting:   r.Greeting,
+	}}}
 }
 
 // settle moves pending request r to state, as actor did.
@@ -582,9 +587,7 @@ func (s *contactsService) UnblockUser(ctx context.Context, req *parleyv1.Unblock
 			return fmt.Errorf("reveal friend requests: %w", err)
 		}
 		for _, r := range revealed {
-			if err := ch.record(ctx, c.UserID, other, &parleyv1.SystemContent{Event: &parleyv1.SystemContent_FriendRequest{FriendRequest: &parleyv1.FriendRequestChanged{
-				RequestId: r.ID, FromUserId: r.FromUserID, ToUserId: r.ToUserID, State: parleyv1.FriendRequestState(r.State), Greeting: r.Greeting,
-			}}}); err != nil {
+			if err := ch.record(ctx, c.UserID, other, friendRequestChanged(r)); err != nil {
 				return err
 			}
 			ch.tell(c.UserID, &parleyv1.ContactEvent{Change: &parleyv1.ContactEvent_FriendRequest{FriendRequest: friendRequestToProto(r, ch.users)}}, true)
