@@ -571,14 +571,17 @@ func (q *Queries) ListConversationPage(ctx context.Context, arg ListConversation
 
 const listMembersForAppend = `-- name: ListMembersForAppend :many
 SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq, u.message_privacy,
-       EXISTS (SELECT 1 FROM direct_pairs dp
-               JOIN contacts ct ON ct.user_id = m.user_id AND ct.contact_id IN (dp.user_low, dp.user_high)
-               WHERE dp.conversation_id = m.conversation_id) AS has_peer_as_contact,
-       EXISTS (SELECT 1 FROM direct_pairs dp
-               JOIN blocks b ON b.blocker_id = m.user_id AND b.blocked_id IN (dp.user_low, dp.user_high)
-               WHERE dp.conversation_id = m.conversation_id) AS blocks_peer
+       CASE WHEN c.kind = 1 THEN EXISTS (
+           SELECT 1 FROM direct_pairs dp
+           JOIN contacts ct ON ct.user_id = m.user_id AND ct.contact_id = ANY (ARRAY[dp.user_low, dp.user_high])
+           WHERE dp.conversation_id = m.conversation_id) ELSE false END::boolean AS has_peer_as_contact,
+       CASE WHEN c.kind = 1 THEN EXISTS (
+           SELECT 1 FROM direct_pairs dp
+           JOIN blocks b ON b.blocker_id = m.user_id AND b.blocked_id = ANY (ARRAY[dp.user_low, dp.user_high])
+           WHERE dp.conversation_id = m.conversation_id) ELSE false END::boolean AS blocks_peer
 FROM members m
 JOIN users u ON u.id = m.user_id
+JOIN conversations c ON c.id = m.conversation_id AND c.id = ANY($1::uuid[])
 WHERE m.conversation_id = ANY($1::uuid[])
 ORDER BY m.conversation_id, m.joined_at, m.user_id
 `
@@ -598,8 +601,9 @@ type ListMembersForAppendRow struct {
 // ListMembersForAppend is what a batch checks each message against: the
 // members of its conversations with their privacy settings and, in a direct
 // conversation, whether the member has the peer as a contact and whether the
-// member blocks the peer (two primary-key probes; false outside direct
-// conversations).
+// member blocks the peer: primary-key probes, made for direct conversations
+// only (a group's members skip them). The conversations are filtered by id
+// on both sides of the join so that the planner reads only the batch's.
 func (q *Queries) ListMembersForAppend(ctx context.Context, ids []string) ([]ListMembersForAppendRow, error) {
 	rows, err := q.db.Query(ctx, listMembersForAppend, ids)
 	if err != nil {
