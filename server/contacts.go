@@ -288,8 +288,9 @@ func (s *contactsService) ListFriendRequests(ctx context.Context, req *parleyv1.
 }
 
 // pendingRequest finds a request the caller may answer or withdraw, then
-// locks its pair and reads it again: it may have changed meanwhile. A request
-// the caller may not touch, or one hidden from them, is not found.
+// locks its two users (begin) and reads it again: it may have changed
+// meanwhile. A request the caller may not touch, or one hidden from them, is
+// not found.
 func (s *contactsService) pendingRequest(ctx context.Context, q *db.Queries, c caller, id string, mine func(db.FriendRequest) bool) (*contactChange, db.FriendRequest, error) {
 	r, err := q.GetFriendRequest(ctx, id)
 	if db.IsNoRows(err) || err == nil && !mine(r) {
