@@ -1236,3 +1236,38 @@ func TestContactChangesCrossNodes(t *testing.T) {
 		t.Errorf("contact event on node 2 (-want +got):\n%s", diff)
 	}
 }
+
+// When both block each other, each unblock lifts only its own block.
+func TestMutualBlocksLiftOneAtATime(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, rpcLoose)
+	c, m := e.contacts(), e.rpcMessages()
+	alice, bob, conv := e.pair("alice", "bob")
+	for _, pair := range [][2]account{{alice, bob}, {bob, alice}} {
+		if _, err := c.BlockUser(pair[0].ctx(), &parleyv1.BlockUserRequest{UserId: pair[1].user.GetId()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, from := range []account{alice, bob} {
+		_, err := m.Send(from.ctx(), rpcToConv(conv, "hello?"))
+		wantCode(t, err, connect.CodePermissionDenied)
+		if msg := errorMessage(err); !strings.Contains(msg, "you blocked") {
+			t.Errorf("%s got %q, want to be told of their own block", from.user.GetUsername(), msg)
+		}
+	}
+	if _, err := c.UnblockUser(alice.ctx(), &parleyv1.UnblockUserRequest{UserId: bob.user.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.Send(alice.ctx(), rpcToConv(conv, "hello?"))
+	wantCode(t, err, connect.CodePermissionDenied) // bob still blocks her
+	if msg := errorMessage(err); strings.Contains(msg, "block") {
+		t.Errorf("alice got %q, which names bob's block", msg)
+	}
+	_, err = m.Send(bob.ctx(), rpcToConv(conv, "hello?"))
+	wantCode(t, err, connect.CodePermissionDenied) // his own block
+	if _, err := c.UnblockUser(bob.ctx(), &parleyv1.UnblockUserRequest{UserId: alice.user.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	rpcSend(t, m, alice, rpcToConv(conv, "hello"))
+	rpcSend(t, m, bob, rpcToConv(conv, "hi"))
+}
