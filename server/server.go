@@ -131,14 +131,16 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		}
 	}
 	pres := newPresence(d, h, h.relay, logger)
-	srv := &Server{
+	msgs := newMessagesService(d, h, toks, pres, newCommitter(d, h, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg)
+	return &Server{
 		relay:   h.relay,
 		db:      d,
 		logger:  logger,
 		cfg:     cfg,
 		tokens:  toks,
 		auth:    newAuthService(d, hasher, toks, h, cfg),
-		msgs:    newMessagesService(d, h, toks, pres, newCommitter(d, h, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg),
+		msgs:    msgs,
+		cts:     newContactsService(d, h, msgs, cfg),
 		pres:    pres,
 		metrics: m,
 		reg:     reg,
@@ -147,9 +149,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 			parleyv1connect.MessagesServiceName: true,
 			parleyv1connect.ContactsServiceName: true,
 		}},
-	}
-	srv.cts = newContactsService(d, h, srv.msgs, cfg)
-	return srv, nil
+	}, nil
 }
 
 // Close stops the server's background work (the Send committers, presence,
