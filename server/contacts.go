@@ -630,6 +630,53 @@ func (s *contactsService) ListBlocked(ctx context.Context, req *parleyv1.ListBlo
 	return res, nil
 }
 
+// directRule says whether a direct message may reach a recipient with the
+// given privacy setting. contact is whether the two are contacts,
+// senderBlocks and recipientBlocks whether either blocked the other, sent and
+// replies how many messages the sender and the recipient have sent in the
+// conversation. A block stops messages both ways. The recipient's block is
+// checked last and its error does not name it: a sender the privacy rules
+// refuse anyway learns only those rules, so a block tells the user blocked no
+// more than it must.
+func directRule(privacy int16, contact, senderBlocks, recipientBlocks bool, sent, replies int64) error {
+	if senderBlocks {
+		return errYouBlocked
+	}
+	if !contact {
+		switch parleyv1.MessagePrivacy(privacy) {
+		case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_FRIENDS_ONLY:
+			return errFriendsOnly
+		case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_STRANGERS_LIMITED:
+			// A reply, or becoming contacts, lifts the limit.
+			if replies == 0 && sent >= strangerLimit {
+				return errStrangerLimit
+			}
+		}
+	}
+	if recipientBlocks {
+		return errBlocked
+	}
+	return nil
+}
+
+// peerAs returns the peer of viewerID's direct conversation and the title
+// the conversation has for viewerID: the remark they gave the peer as a
+// contact, else the peer's display name.
+func (s *messagesService) peerAs(ctx context.Context, viewerID, peerID string) (db.User, string, error) {
+	peer, err := s.db.GetUser(ctx, peerID)
+	if err != nil {
+		return peer, "", err
+	}
+	remark, err := s.db.GetContactRemark(ctx, db.GetContactRemarkParams{UserID: viewerID, ContactID: peerID})
+	switch {
+	case db.IsNoRows(err) || err == nil && remark == "":
+		return peer, peer.DisplayName, nil
+	case err != nil:
+		return peer, "", fmt.Errorf("get contact remark: %w", err)
+	}
+	return peer, remark, nil
+}
+
 func pageSize(requested int32, def int) int {
 	if requested == 0 {
 		return def

@@ -166,35 +166,6 @@ func admit(senderID string, cs *conversationState, req *parleyv1.SendRequest) (i
 	return i, nil
 }
 
-// directRule says whether a direct message may reach a recipient with the
-// given privacy setting. contact is whether the two are contacts,
-// senderBlocks and recipientBlocks whether either blocked the other, sent and
-// replies how many messages the sender and the recipient have sent in the
-// conversation. A block stops messages both ways. The recipient's block is
-// checked last and its error does not name it: a sender the privacy rules
-// refuse anyway learns only those rules, so a block tells the user blocked no
-// more than it must.
-func directRule(privacy int16, contact, senderBlocks, recipientBlocks bool, sent, replies int64) error {
-	if senderBlocks {
-		return errYouBlocked
-	}
-	if !contact {
-		switch parleyv1.MessagePrivacy(privacy) {
-		case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_FRIENDS_ONLY:
-			return errFriendsOnly
-		case parleyv1.MessagePrivacy_MESSAGE_PRIVACY_STRANGERS_LIMITED:
-			// A reply, or becoming contacts, lifts the limit.
-			if replies == 0 && sent >= strangerLimit {
-				return errStrangerLimit
-			}
-		}
-	}
-	if recipientBlocks {
-		return errBlocked
-	}
-	return nil
-}
-
 // sendContent encodes the content of a Send for storage.
 func sendContent(req *parleyv1.SendRequest) (int16, []byte, error) {
 	var stored parleyv1.Message
@@ -359,20 +330,12 @@ func (s *messagesService) conversationView(ctx context.Context, m db.Membership)
 			peerRead = other.ReadSeq
 		}
 		if out.Kind == parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT {
-			peer, err := s.db.GetUser(ctx, other.UserID)
+			peer, title, err := s.peerAs(ctx, m.UserID, other.UserID)
 			if err != nil {
 				return nil, fmt.Errorf("get peer: %w", err)
 			}
 			out.Peer = userToProto(peer)
-			out.Title = peer.DisplayName
-			// The remark the member gave a contact is their title for it.
-			remark, err := s.db.GetContactRemark(ctx, db.GetContactRemarkParams{UserID: m.UserID, ContactID: peer.ID})
-			if err != nil && !db.IsNoRows(err) {
-				return nil, fmt.Errorf("get contact remark: %w", err)
-			}
-			if remark != "" {
-				out.Title = remark
-			}
+			out.Title = title
 			if peer.AvatarMediaID != nil {
 				out.AvatarMediaId = *peer.AvatarMediaID
 			}
