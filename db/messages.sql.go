@@ -763,6 +763,70 @@ func (q *Queries) ListMessagesBefore(ctx context.Context, arg ListMessagesBefore
 	return items, nil
 }
 
+const listUserEntriesAfter = `-- name: ListUserEntriesAfter :many
+SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.client_msg_id, m.kind, m.content, m.reply_to_seq, m.mention_user_ids, m.recalled_at, m.created_at, (d.seq IS NOT NULL)::boolean AS deleted
+FROM messages m
+LEFT JOIN deleted_messages d ON d.user_id = $1 AND d.conversation_id = m.conversation_id AND d.seq = m.seq
+WHERE m.conversation_id = $2 AND m.seq > $3 AND m.seq <= $4
+ORDER BY m.seq
+LIMIT $5
+`
+
+type ListUserEntriesAfterParams struct {
+	UserID         string
+	ConversationID string
+	AfterSeq       int64
+	UntilSeq       int64
+	MaxRows        int32
+}
+
+type ListUserEntriesAfterRow struct {
+	Message Message
+	Deleted bool
+}
+
+// ListUserEntriesAfter is ListMessagesAfter as one user sees the entries:
+// deleted is true for those they deleted for themselves. Catch-up reads it,
+// so a page costs one round trip.
+func (q *Queries) ListUserEntriesAfter(ctx context.Context, arg ListUserEntriesAfterParams) ([]ListUserEntriesAfterRow, error) {
+	rows, err := q.db.Query(ctx, listUserEntriesAfter,
+		arg.UserID,
+		arg.ConversationID,
+		arg.AfterSeq,
+		arg.UntilSeq,
+		arg.MaxRows,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListUserEntriesAfterRow{}
+	for rows.Next() {
+		var i ListUserEntriesAfterRow
+		if err := rows.Scan(
+			&i.Message.ConversationID,
+			&i.Message.Seq,
+			&i.Message.ID,
+			&i.Message.SenderID,
+			&i.Message.ClientMsgID,
+			&i.Message.Kind,
+			&i.Message.Content,
+			&i.Message.ReplyToSeq,
+			&i.Message.MentionUserIds,
+			&i.Message.RecalledAt,
+			&i.Message.CreatedAt,
+			&i.Deleted,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const lockConversation = `-- name: LockConversation :one
 SELECT id, kind, last_seq, last_message_at, created_at FROM conversations WHERE id = $1 FOR UPDATE
 `

@@ -159,3 +159,14 @@ FROM (SELECT unnest(@conversation_ids::uuid[]) AS conversation_id, unnest(@seqs:
              unnest(@kinds::smallint[]) AS kind, unnest(@contents::bytea[]) AS content,
              unnest(@reply_to_seqs::bigint[]) AS reply_to_seq, unnest(@mentions::text[]) AS mentions) AS v, t
 RETURNING *;
+
+-- ListUserEntriesAfter is ListMessagesAfter as one user sees the entries:
+-- deleted is true for those they deleted for themselves. Catch-up reads it,
+-- so a page costs one round trip.
+-- name: ListUserEntriesAfter :many
+SELECT sqlc.embed(m), (d.seq IS NOT NULL)::boolean AS deleted
+FROM messages m
+LEFT JOIN deleted_messages d ON d.user_id = @user_id AND d.conversation_id = m.conversation_id AND d.seq = m.seq
+WHERE m.conversation_id = @conversation_id AND m.seq > @after_seq AND m.seq <= @until_seq
+ORDER BY m.seq
+LIMIT @max_rows;

@@ -428,11 +428,14 @@ func (s *messagesService) userMessages(ctx context.Context, userID string, rows 
 	}
 	for _, m := range msgs {
 		if slices.Contains(deleted, m.GetSeq()) {
-			m.Content, m.MentionUserIds, m.Deleted = nil, nil, true
+			markDeleted(m)
 		}
 	}
 	return msgs, nil
 }
+
+// markDeleted shows an entry as deleted for its reader: in place, without content.
+func markDeleted(m *parleyv1.Message) { m.Content, m.MentionUserIds, m.Deleted = nil, nil, true }
 
 // visibleRange is the seqs a member may read: lo ≤ seq ≤ hi.
 func visibleRange(m db.Membership) (lo, hi int64) {

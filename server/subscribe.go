@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/parley-chat/parley/db"
@@ -15,8 +16,9 @@ import (
 )
 
 const (
-	// backlogPage is how many entries one catch-up read takes.
-	backlogPage = 500
+	// backlogPage is how many entries one catch-up read takes: 2000 rows
+	// of chat text are about half a megabyte, read in a few milliseconds.
+	backlogPage = 2000
 	// sessionCheckInterval bounds how long a stream outlives its session's
 	// revocation on another node (the session cache adds its TTL).
 	sessionCheckInterval = time.Second
@@ -38,6 +40,8 @@ type catchUp struct {
 	userID string
 	send   func(*parleyv1.SubscribeResponse) error
 	views  map[string]*streamView
+	// batch sends catch-up entries as message batches.
+	batch bool
 }
 
 // Subscribe implements gap-free resume: register with the hub first, then
@@ -84,7 +88,7 @@ func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.Subscribe
 	s.presence.connect(ctx, c.UserID)
 	defer s.presence.disconnect(c.UserID)
 
-	cu := &catchUp{s: s, userID: c.UserID, send: stream.Send, views: make(map[string]*streamView)}
+	cu := &catchUp{s: s, userID: c.UserID, send: stream.Send, views: make(map[string]*streamView), batch: req.GetBatchCatchUp()}
 	started := time.Now()
 	if err := cu.backlog(ctx, req.GetCursors()); err != nil {
 		return err
@@ -236,26 +240,107 @@ func (cu *catchUp) advance(ctx context.Context, convID string, upTo int64) error
 		}
 		return cu.added(ctx, m)
 	}
-	for v.delivered < upTo {
-		rows, err := cu.s.db.ListMessagesAfter(ctx, db.ListMessagesAfterParams{
-			ConversationID: convID, AfterSeq: v.delivered, UntilSeq: upTo, MaxRows: backlogPage,
-		})
-		if err != nil {
-			return fmt.Errorf("read backlog: %w", err)
+	if v.delivered >= upTo {
+		return nil
+	}
+	// A long catch-up reads the next page while it sends this one.
+	ctx, cancel := context.WithCancel(ctx)
+	pages := make(chan entryPage, 1)
+	go cu.readPages(ctx, convID, v.delivered, upTo, pages)
+	defer func() {
+		cancel()
+		for range pages { // wait for the reader
 		}
-		if len(rows) == 0 {
-			return nil
+	}()
+	for p := range pages {
+		if p.err != nil {
+			return p.err
 		}
-		msgs, err := cu.s.userMessages(ctx, cu.userID, rows)
-		if err != nil {
+		if err := cu.sendEntries(p.msgs); err != nil {
 			return err
 		}
+		v.delivered = p.msgs[len(p.msgs)-1].GetSeq()
+	}
+	return nil
+}
+
+// entryPage is one page of catch-up entries, or the error that ended them.
+type entryPage struct {
+	msgs []*parleyv1.Message
+	err  error
+}
+
+// readPages reads convID's entries after < seq ≤ upTo as the user sees them,
+// page by page into pages, which it closes when done.
+func (cu *catchUp) readPages(ctx context.Context, convID string, after, upTo int64, pages chan<- entryPage) {
+	defer close(pages)
+	for after < upTo {
+		var p entryPage
+		rows, err := cu.s.db.ListUserEntriesAfter(ctx, db.ListUserEntriesAfterParams{
+			UserID: cu.userID, ConversationID: convID, AfterSeq: after, UntilSeq: upTo, MaxRows: backlogPage,
+		})
+		if err != nil {
+			p.err = fmt.Errorf("read backlog: %w", err)
+		}
+		if len(rows) == 0 && err == nil {
+			return
+		}
+		p.msgs = make([]*parleyv1.Message, len(rows))
+		for i, r := range rows {
+			if p.msgs[i], err = messageToProto(r.Message); err != nil {
+				p.err = err
+				break
+			}
+			if r.Deleted {
+				markDeleted(p.msgs[i])
+			}
+		}
+		select {
+		case pages <- p:
+		case <-ctx.Done():
+			return
+		}
+		if p.err != nil {
+			return
+		}
+		after = rows[len(rows)-1].Message.Seq
+	}
+}
+
+const (
+	// maxBatchEntries and maxBatchBytes bound one message batch, well
+	// inside the 4 MiB a gRPC client accepts by default.
+	maxBatchEntries = 256
+	maxBatchBytes   = 1 << 20
+)
+
+// sendEntries sends consecutive entries of one conversation: as batches to
+// a stream that asked for them, else one event each.
+func (cu *catchUp) sendEntries(msgs []*parleyv1.Message) error {
+	if !cu.batch {
 		for _, msg := range msgs {
 			if err := cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: msg}}); err != nil {
 				return err
 			}
-			v.delivered = msg.GetSeq()
 		}
+		return nil
+	}
+	for len(msgs) > 0 {
+		n, size := 0, 0
+		for n < len(msgs) && n < maxBatchEntries {
+			size += proto.Size(msgs[n])
+			if n > 0 && size > maxBatchBytes {
+				break
+			}
+			n++
+		}
+		err := cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_MessageBatch{
+			MessageBatch: &parleyv1.MessageBatch{Messages: msgs[:n]},
+		}})
+		if err != nil {
+			return err
+		}
+		msgs = msgs[n:]
 	}
 	return nil
 }
