@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -62,6 +63,7 @@ type benchConfig struct {
 	step       time.Duration
 	maxSenders int
 	p99Limit   time.Duration
+	conns      int
 }
 
 func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
@@ -85,6 +87,7 @@ func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.IntVar(&c.maxSenders, "max-senders", 512, "w2: the most concurrent senders to try")
 	fs.DurationVar(&c.p99Limit, "p99-limit", 50*time.Millisecond, "w2: stop when p99 ack latency exceeds this")
 	fs.IntVar(&c.setup, "setup-concurrency", 16, "concurrent calls while registering users and opening streams")
+	fs.IntVar(&c.conns, "conns", 32, "HTTP/2 connections the simulated users spread over, as devices have their own")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of a table")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -96,8 +99,8 @@ func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
 		return c, fmt.Errorf("-step, -max-senders and -p99-limit must be positive")
 	case c.pairs < 1 || c.rate <= 0 || c.duration <= 0:
 		return c, fmt.Errorf("-pairs, -rate and -duration must be positive")
-	case c.messages < 1 || c.senders < 1 || c.streams < 1 || c.setup < 1:
-		return c, fmt.Errorf("-messages, -senders, -streams and -setup-concurrency must be positive")
+	case c.messages < 1 || c.senders < 1 || c.streams < 1 || c.setup < 1 || c.conns < 1:
+		return c, fmt.Errorf("-messages, -senders, -streams, -setup-concurrency and -conns must be positive")
 	}
 	c.target = strings.TrimRight(c.target, "/")
 	return c, nil
@@ -113,7 +116,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cl := newBenchClient(cfg.target)
+	cl := newBenchClient(cfg.target, cfg.conns)
 	defer cl.close()
 	var rep benchReport
 	switch cfg.workload {
@@ -141,33 +144,56 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// benchClient holds the generated clients over one h2c transport.
+// benchClient holds the generated clients over h2c transports: one for
+// set-up, and a pool of connections the users spread over.
 type benchClient struct {
 	tr     *http.Transport
 	auth   parleyv1connect.AuthServiceClient
 	msgs   parleyv1connect.MessagesServiceClient
 	prefix string
+
+	pool []*http.Transport
+	// poolMsgs[i] sends over pool[i]; newUser hands them out in turn.
+	poolMsgs []parleyv1connect.MessagesServiceClient
+	next     atomic.Uint64
 }
 
-func newBenchClient(target string) *benchClient {
+func newBenchClient(target string, conns int) *benchClient {
+	c := &benchClient{prefix: fmt.Sprintf("bn%08x", rand.Uint32())}
+	c.tr = h2cTransport()
+	hc := &http.Client{Transport: c.tr}
+	c.auth = parleyv1connect.NewAuthServiceClient(hc, target, connect.WithGRPC())
+	c.msgs = parleyv1connect.NewMessagesServiceClient(hc, target, connect.WithGRPC())
+	for range conns {
+		// One connection per transport: an HTTP/2 transport multiplexes
+		// every call to a host over one connection while it can.
+		tr := h2cTransport()
+		c.pool = append(c.pool, tr)
+		c.poolMsgs = append(c.poolMsgs, parleyv1connect.NewMessagesServiceClient(&http.Client{Transport: tr}, target, connect.WithGRPC()))
+	}
+	return c
+}
+
+func h2cTransport() *http.Transport {
 	tr := &http.Transport{Protocols: new(http.Protocols), MaxIdleConnsPerHost: 64}
 	tr.Protocols.SetUnencryptedHTTP2(true)
-	hc := &http.Client{Transport: tr}
-	return &benchClient{
-		tr:     tr,
-		auth:   parleyv1connect.NewAuthServiceClient(hc, target, connect.WithGRPC()),
-		msgs:   parleyv1connect.NewMessagesServiceClient(hc, target, connect.WithGRPC()),
-		prefix: fmt.Sprintf("bn%08x", rand.Uint32()),
-	}
+	return tr
 }
 
-func (c *benchClient) close() { c.tr.CloseIdleConnections() }
+func (c *benchClient) close() {
+	c.tr.CloseIdleConnections()
+	for _, tr := range c.pool {
+		tr.CloseIdleConnections()
+	}
+}
 
 // benchUser is a registered, logged-in user.
 type benchUser struct {
 	id    string
 	name  string
 	token string
+	// msgs is the user's connection, as a device has its own.
+	msgs parleyv1connect.MessagesServiceClient
 }
 
 // authed returns a context whose calls carry the user's access token. Each
@@ -200,7 +226,10 @@ func (c *benchClient) newUser(ctx context.Context, name string) (benchUser, erro
 	if err != nil {
 		return benchUser{}, limitError("log in "+name, err)
 	}
-	u := benchUser{id: reg.GetUser().GetId(), name: name, token: login.GetTokens().GetAccessToken()}
+	u := benchUser{
+		id: reg.GetUser().GetId(), name: name, token: login.GetTokens().GetAccessToken(),
+		msgs: c.poolMsgs[c.next.Add(1)%uint64(len(c.poolMsgs))],
+	}
 	if _, err := c.auth.UpdatePrivacy(u.authed(ctx), &parleyv1.UpdatePrivacyRequest{MessagePrivacy: parleyv1.MessagePrivacy_MESSAGE_PRIVACY_EVERYONE}); err != nil {
 		return benchUser{}, fmt.Errorf("update privacy of %s: %w", name, err)
 	}
@@ -218,7 +247,7 @@ func limitError(what string, err error) error {
 
 // directConversation creates (or finds) the conversation between from and to.
 func (c *benchClient) directConversation(ctx context.Context, from, to benchUser) (string, error) {
-	res, err := c.msgs.CreateDirectConversation(from.authed(ctx), &parleyv1.CreateDirectConversationRequest{UserId: to.id})
+	res, err := from.msgs.CreateDirectConversation(from.authed(ctx), &parleyv1.CreateDirectConversationRequest{UserId: to.id})
 	if err != nil {
 		return "", fmt.Errorf("create conversation %s→%s: %w", from.name, to.name, err)
 	}
@@ -227,7 +256,7 @@ func (c *benchClient) directConversation(ctx context.Context, from, to benchUser
 
 // send sends one text message into a conversation and returns its seq.
 func (c *benchClient) send(ctx context.Context, from benchUser, convID, clientMsgID string) (int64, error) {
-	res, err := c.msgs.Send(from.authed(ctx), &parleyv1.SendRequest{
+	res, err := from.msgs.Send(from.authed(ctx), &parleyv1.SendRequest{
 		ClientMsgId: clientMsgID,
 		Target:      &parleyv1.SendRequest_ConversationId{ConversationId: convID},
 		Content:     &parleyv1.SendRequest_Text{Text: &parleyv1.TextContent{Body: "bench " + clientMsgID}},

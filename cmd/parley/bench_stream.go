@@ -42,7 +42,7 @@ func (c *benchClient) subscribe(ctx context.Context, u benchUser, cursors []*par
 
 func (s *subscriber) read(ctx context.Context, c *benchClient, u benchUser, cursors []*parleyv1.Cursor) {
 	defer close(s.done)
-	stream, err := c.msgs.Subscribe(u.authed(ctx), &parleyv1.SubscribeRequest{Cursors: cursors, BatchCatchUp: true})
+	stream, err := u.msgs.Subscribe(u.authed(ctx), &parleyv1.SubscribeRequest{Cursors: cursors, BatchCatchUp: true})
 	if err != nil {
 		s.err = fmt.Errorf("subscribe %s: %w", u.name, err)
 		return
