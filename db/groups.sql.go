@@ -469,6 +469,15 @@ func (q *Queries) ListInvites(ctx context.Context, arg ListInvitesParams) ([]Gro
 	return items, nil
 }
 
+const revokeGroupInvites = `-- name: RevokeGroupInvites :exec
+UPDATE group_invites SET revoked_at = now() WHERE conversation_id = $1 AND revoked_at IS NULL
+`
+
+func (q *Queries) RevokeGroupInvites(ctx context.Context, conversationID string) error {
+	_, err := q.db.Exec(ctx, revokeGroupInvites, conversationID)
+	return err
+}
+
 const revokeInvite = `-- name: RevokeInvite :one
 UPDATE group_invites SET revoked_at = COALESCE(revoked_at, now()) WHERE code = $1 RETURNING code, conversation_id, creator_id, max_uses, use_count, expires_at, revoked_at, created_at
 `

@@ -138,3 +138,6 @@ UPDATE group_invites SET use_count = use_count + 1
 WHERE code = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
   AND (max_uses = 0 OR use_count < max_uses)
 RETURNING *;
+
+-- name: RevokeGroupInvites :exec
+UPDATE group_invites SET revoked_at = now() WHERE conversation_id = $1 AND revoked_at IS NULL;
