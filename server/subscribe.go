@@ -32,13 +32,14 @@ type streamView struct {
 	delivered int64 // last seq delivered (or the client already had)
 	joined    int64 // the membership's joined_seq: another one means the user rejoined
 	end       int64 // left_seq once the membership ended, 0 while it lasts
+	group     bool  // a group's: membership can end and start again
 }
 
 // newStreamView is the view of a membership whose entries up to delivered
 // the client has.
 func newStreamView(m db.Membership, delivered int64) *streamView {
 	lo, _ := visibleRange(m)
-	v := &streamView{lo: lo, delivered: max(delivered, lo-1), joined: m.JoinedSeq}
+	v := &streamView{lo: lo, delivered: max(delivered, lo-1), joined: m.JoinedSeq, group: m.Kind == kindGroup}
 	if m.LeftSeq != nil {
 		v.end = *m.LeftSeq
 	}
@@ -344,6 +345,15 @@ func (cu *catchUp) live(ctx context.Context, ev *parleyv1.SubscribeResponse) err
 	case msg.GetSeq() == v.delivered+1 && (v.end == 0 || msg.GetSeq() <= v.end):
 		v.delivered = msg.GetSeq()
 		return cu.send(ev)
+	case v.group:
+		// A seq jumped in a group: the user may have left or rejoined in
+		// between, in an event this stream missed, so the membership read
+		// with the gap decides what the gap may carry.
+		m, err := cu.s.db.GetMembership(ctx, db.GetMembershipParams{ConversationID: msg.GetConversationId(), UserID: cu.userID})
+		if err != nil {
+			return fmt.Errorf("get membership: %w", err)
+		}
+		return cu.follow(ctx, m)
 	default:
 		// A seq jumped: read the gap, this message included, from the record.
 		return cu.advance(ctx, msg.GetConversationId(), msg.GetSeq())
