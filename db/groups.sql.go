@@ -35,7 +35,7 @@ func (q *Queries) DissolveGroup(ctx context.Context, conversationID string) erro
 
 const endMemberships = `-- name: EndMemberships :exec
 UPDATE members m
-SET left_seq = $1, left_at = now(), removed = $2, role = 3, mute_until = NULL,
+SET left_seq = $1, left_at = now(), removed = $2, role = 3,
     left_group_name = g.name, left_group_avatar_media_id = g.avatar_media_id
 FROM groups g
 WHERE g.conversation_id = m.conversation_id
@@ -50,7 +50,8 @@ type EndMembershipsParams struct {
 }
 
 // EndMemberships records that users left (or were removed) at left_seq, the
-// entry that says so. The group's profile at that moment stays theirs.
+// entry that says so. The group's profile at that moment stays theirs. A
+// mute stays: leaving and coming back with an invite code does not lift it.
 func (q *Queries) EndMemberships(ctx context.Context, arg EndMembershipsParams) error {
 	_, err := q.db.Exec(ctx, endMemberships,
 		arg.LeftSeq,

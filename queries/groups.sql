@@ -70,10 +70,11 @@ SET role = EXCLUDED.role, joined_seq = EXCLUDED.joined_seq,
 WHERE members.left_seq IS NOT NULL;
 
 -- EndMemberships records that users left (or were removed) at left_seq, the
--- entry that says so. The group's profile at that moment stays theirs.
+-- entry that says so. The group's profile at that moment stays theirs. A
+-- mute stays: leaving and coming back with an invite code does not lift it.
 -- name: EndMemberships :exec
 UPDATE members m
-SET left_seq = @left_seq, left_at = now(), removed = @removed, role = 3, mute_until = NULL,
+SET left_seq = @left_seq, left_at = now(), removed = @removed, role = 3,
     left_group_name = g.name, left_group_avatar_media_id = g.avatar_media_id
 FROM groups g
 WHERE g.conversation_id = m.conversation_id

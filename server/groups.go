@@ -45,11 +45,12 @@ const (
 type groupsService struct {
 	parleyv1connect.UnimplementedGroupsServiceHandler
 
-	db    *db.DB
-	hub   *hub
-	msgs  *messagesService
-	cfg   Config
-	joins *keyedLimiter
+	db      *db.DB
+	hub     *hub
+	msgs    *messagesService
+	cfg     Config
+	joins   *keyedLimiter
+	creates *keyedLimiter
 }
 
 func newGroupsService(d *db.DB, h *hub, msgs *messagesService, cfg Config) *groupsService {
@@ -60,6 +61,9 @@ func newGroupsService(d *db.DB, h *hub, msgs *messagesService, cfg Config) *grou
 		cfg:  cfg,
 		// Invite codes are secrets: guessing them must be slow.
 		joins: newKeyedLimiter(Rate{Burst: 10, Per: time.Minute}, 100_000),
+		// Groups are cheap to create and each is a log with members: a
+		// client in a loop must not make millions.
+		creates: newKeyedLimiter(Rate{Burst: 100, Per: time.Hour}, 100_000),
 	}
 }
 
@@ -266,6 +270,9 @@ func (s *groupsService) CreateGroup(ctx context.Context, req *parleyv1.CreateGro
 	}
 	if err := groupName(req.GetName()); err != nil {
 		return nil, err
+	}
+	if ok, wait := s.creates.allow(c.UserID, time.Now()); !ok {
+		return nil, resourceExhausted("too many groups created; wait", wait)
 	}
 	if req.GetAvatarMediaId() != "" {
 		return nil, errGroupMediaNotFound // no media is stored before MediaService
@@ -720,10 +727,13 @@ func (s *groupsService) MuteMember(ctx context.Context, req *parleyv1.MuteMember
 		if gt.me.Role >= target.Role {
 			return errDoesNotOutrank
 		}
+		wasMuted := target.MuteUntil != nil && target.MuteUntil.After(time.Now())
 		target.MuteUntil = nil
 		if req.MutedUntil != nil {
 			until := req.GetMutedUntil().AsTime()
 			target.MuteUntil = &until
+		} else if !wasMuted {
+			return nil // unmuting a member who is not muted changes nothing
 		}
 		err := gt.q.SetMuteUntil(ctx, db.SetMuteUntilParams{ConversationID: gt.group.ConversationID, UserID: target.UserID, MuteUntil: target.MuteUntil})
 		if err != nil {

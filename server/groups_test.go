@@ -1029,9 +1029,22 @@ func TestGroupMutes(t *testing.T) {
 	if m := ge.get(t, member, g).GetMembership(); m.GetMutedUntil() == nil {
 		t.Errorf("membership %v, want muted_until", m)
 	}
+	inv, err := ge.g.CreateInviteLink(owner.ctx(), &parleyv1.CreateInviteLinkRequest{GroupId: g})
+	ge.must(t, "CreateInviteLink", err)
+	_, err = ge.g.LeaveGroup(member.ctx(), &parleyv1.LeaveGroupRequest{GroupId: g})
+	ge.must(t, "LeaveGroup", err)
+	_, err = ge.g.JoinByInvite(member.ctx(), &parleyv1.JoinByInviteRequest{Code: inv.GetInviteLink().GetCode()})
+	ge.must(t, "JoinByInvite", err)
+	wantCode(t, send(member), connect.CodePermissionDenied) // leaving and rejoining does not lift a mute
 	_, err = ge.g.MuteMember(owner.ctx(), &parleyv1.MuteMemberRequest{GroupId: g, UserId: member.user.GetId()})
 	ge.must(t, "unmute", err)
 	ge.must(t, "member sends once unmuted", send(member))
+	entries := ge.count(chatMessages)
+	_, err = ge.g.MuteMember(owner.ctx(), &parleyv1.MuteMemberRequest{GroupId: g, UserId: member.user.GetId()})
+	ge.must(t, "unmute again", err)
+	if got := ge.count(chatMessages); got != entries {
+		t.Errorf("unmuting a member who is not muted wrote %d entries", got-entries)
+	}
 
 	yes, no := true, false
 	_, err = ge.g.UpdateGroup(admin.ctx(), &parleyv1.UpdateGroupRequest{GroupId: g, MuteAll: &yes})
@@ -1293,4 +1306,19 @@ func TestGroupHistoryIsBoundedByMembership(t *testing.T) {
 			t.Errorf("bob's stream after rejoining: %v", evs)
 		}
 	})
+}
+
+func TestGroupCreationIsThrottledPerUser(t *testing.T) {
+	t.Parallel()
+	ge := newGroupEnv(t, nil)
+	alice, bob := ge.signUp("alice"), ge.signUp("bob")
+	for i := range 100 {
+		_, err := ge.g.CreateGroup(alice.ctx(), &parleyv1.CreateGroupRequest{Name: fmt.Sprintf("g%d", i)})
+		ge.must(t, "CreateGroup", err)
+	}
+	_, err := ge.g.CreateGroup(alice.ctx(), &parleyv1.CreateGroupRequest{Name: "one too many"})
+	wantCode(t, err, connect.CodeResourceExhausted)
+	if _, err := ge.g.CreateGroup(bob.ctx(), &parleyv1.CreateGroupRequest{Name: "bob's"}); err != nil {
+		t.Errorf("another user's CreateGroup: %v, want success", err)
+	}
 }
