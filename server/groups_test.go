@@ -1322,3 +1322,63 @@ func TestGroupCreationIsThrottledPerUser(t *testing.T) {
 		t.Errorf("another user's CreateGroup: %v, want success", err)
 	}
 }
+
+func TestGroupMembershipChangesReachStreamsOnOtherNodes(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name      string
+		lost      bool // the nodes listen on different channels: every envelope is lost
+		heartbeat time.Duration
+	}{
+		{"through the relay", false, time.Hour},
+		{"from the heartbeat when every event is lost", true, 200 * time.Millisecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ch1, ch2 := testChannel(), ""
+			if ch2 = ch1; tt.lost {
+				ch2 = testChannel()
+			}
+			n1, n2 := twoNodes(t, redisURL(t), ch1, ch2, tt.heartbeat)
+			ge := groupEnv{env: n1, g: n1.groups(), m: n1.rpcMessages()}
+			alice, bob, carol := n1.signUp("alice"), n1.signUp("bob"), n1.signUp("carol")
+			g := ge.create(t, alice, "Nodes", bob, carol).GetId()
+			stream := openStream(t, n2, bob, g, 1)
+
+			rpcSend(t, ge.m, carol, rpcToConv(g, "before")) // seq 2
+			_, err := ge.g.RemoveMembers(alice.ctx(), &parleyv1.RemoveMembersRequest{GroupId: g, UserIds: ids(bob)})
+			ge.must(t, "RemoveMembers", err) // seq 3
+			const left = 3
+			evs := untilMessage(t, stream, g, left)
+			if !tt.lost {
+				evs = append(evs, untilEvent(t, stream, func(ev *parleyv1.SubscribeResponse) bool {
+					return ev.GetConversation().GetUpdated().GetId() == g
+				})...)
+				if u := evs[len(evs)-1].GetConversation().GetUpdated(); u.GetMembership() != parleyv1.MembershipState_MEMBERSHIP_STATE_REMOVED {
+					t.Errorf("node 2 stream's view after the removal: %v, want REMOVED", u)
+				}
+			}
+			rpcSend(t, ge.m, carol, rpcToConv(g, "after 1")) // seq 4
+			rpcSend(t, ge.m, carol, rpcToConv(g, "after 2")) // seq 5
+			if tt.lost {
+				time.Sleep(3 * tt.heartbeat) // heartbeats that must not carry seqs 4 and 5
+			}
+			_, err = ge.g.AddMembers(carol.ctx(), &parleyv1.AddMembersRequest{GroupId: g, UserIds: ids(bob)})
+			ge.must(t, "AddMembers", err) // seq 6
+			evs = append(evs, untilEvent(t, stream, addedConversation(g))...)
+			var seqs []int64
+			for _, ev := range evs {
+				if m := ev.GetMessage(); m.GetConversationId() == g {
+					seqs = append(seqs, m.GetSeq())
+				}
+			}
+			if diff := cmp.Diff([]int64{2, left}, seqs); diff != "" {
+				t.Errorf("node 2 stream's messages of the group (-want +got):\n%s", diff)
+			}
+			added := evs[len(evs)-1].GetConversation().GetAdded()
+			if added.GetConversation().GetJoinedSeq() != 6 || !slices.Equal(rpcSeqs(added.GetLatestMessages()), []int64{6}) {
+				t.Errorf("rejoined conversation from seq %d with %v, want from 6 with [6]", added.GetConversation().GetJoinedSeq(), rpcSeqs(added.GetLatestMessages()))
+			}
+		})
+	}
+}
