@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"strconv"
 	"testing"
@@ -188,5 +189,21 @@ func TestW3IDCarriesStepAndTime(t *testing.T) {
 	}
 	if _, _, ok := parseW3ID("bn0001-42"); ok {
 		t.Error("parseW3ID of a W1 id succeeded, want false")
+	}
+}
+
+func TestBenchW3RateDefaultsTo20(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want float64
+	}{
+		{[]string{"-workload", "w3"}, 20},
+		{[]string{"-workload", "w3", "-rate", "50"}, 50},
+		{[]string{"-workload", "w1"}, 200},
+	} {
+		c, err := parseBenchConfig(tt.args, io.Discard)
+		if err != nil || c.rate != tt.want {
+			t.Errorf("parseBenchConfig(%v) rate = %v, %v; want %v", tt.args, c.rate, err, tt.want)
+		}
 	}
 }
