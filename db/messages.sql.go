@@ -481,7 +481,7 @@ func (q *Queries) InsertMessage(ctx context.Context, arg InsertMessageParams) (M
 }
 
 const listConversationMembers = `-- name: ListConversationMembers :many
-SELECT conversation_id, user_id, role, joined_seq, read_seq, cleared_seq, sent_count, muted, pinned_at, joined_at, left_seq, left_at FROM members WHERE conversation_id = $1 ORDER BY joined_at, user_id
+SELECT conversation_id, user_id, role, joined_seq, read_seq, cleared_seq, sent_count, muted, pinned_at, joined_at, left_seq, left_at, mute_until, removed, left_group_name, left_group_avatar_media_id FROM members WHERE conversation_id = $1 ORDER BY joined_at, user_id
 `
 
 func (q *Queries) ListConversationMembers(ctx context.Context, conversationID string) ([]Member, error) {
@@ -506,6 +506,10 @@ func (q *Queries) ListConversationMembers(ctx context.Context, conversationID st
 			&i.JoinedAt,
 			&i.LeftSeq,
 			&i.LeftAt,
+			&i.MuteUntil,
+			&i.Removed,
+			&i.LeftGroupName,
+			&i.LeftGroupAvatarMediaID,
 		); err != nil {
 			return nil, err
 		}
@@ -570,9 +574,11 @@ func (q *Queries) ListConversationPage(ctx context.Context, arg ListConversation
 }
 
 const listMembersForAppend = `-- name: ListMembersForAppend :many
-SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq, u.message_privacy
+SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq, u.message_privacy,
+       m.role, m.mute_until, g.mute_all, g.dissolved_at
 FROM members m
 JOIN users u ON u.id = m.user_id
+LEFT JOIN groups g ON g.conversation_id = m.conversation_id
 WHERE m.conversation_id = ANY($1::uuid[])
 ORDER BY m.conversation_id, m.joined_at, m.user_id
 `
@@ -585,10 +591,16 @@ type ListMembersForAppendRow struct {
 	SentCount      int64
 	LeftSeq        *int64
 	MessagePrivacy int16
+	Role           int16
+	MuteUntil      *time.Time
+	MuteAll        *bool
+	DissolvedAt    *time.Time
 }
 
 // ListMembersForAppend is what a batch checks each message against: the
-// members of its conversations with their privacy settings.
+// members of its conversations with their privacy settings, and in a group
+// their roles and mutes with the group's own state (on every row of the
+// group: the batch reads it without another round trip).
 func (q *Queries) ListMembersForAppend(ctx context.Context, ids []string) ([]ListMembersForAppendRow, error) {
 	rows, err := q.db.Query(ctx, listMembersForAppend, ids)
 	if err != nil {
@@ -606,6 +618,10 @@ func (q *Queries) ListMembersForAppend(ctx context.Context, ids []string) ([]Lis
 			&i.SentCount,
 			&i.LeftSeq,
 			&i.MessagePrivacy,
+			&i.Role,
+			&i.MuteUntil,
+			&i.MuteAll,
+			&i.DissolvedAt,
 		); err != nil {
 			return nil, err
 		}

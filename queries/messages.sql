@@ -125,11 +125,15 @@ ORDER BY id
 FOR UPDATE;
 
 -- ListMembersForAppend is what a batch checks each message against: the
--- members of its conversations with their privacy settings.
+-- members of its conversations with their privacy settings, and in a group
+-- their roles and mutes with the group's own state (on every row of the
+-- group: the batch reads it without another round trip).
 -- name: ListMembersForAppend :many
-SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq, u.message_privacy
+SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq, u.message_privacy,
+       m.role, m.mute_until, g.mute_all, g.dissolved_at
 FROM members m
 JOIN users u ON u.id = m.user_id
+LEFT JOIN groups g ON g.conversation_id = m.conversation_id
 WHERE m.conversation_id = ANY(@ids::uuid[])
 ORDER BY m.conversation_id, m.joined_at, m.user_id;
 

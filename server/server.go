@@ -67,6 +67,8 @@ type Config struct {
 	RedisURL string
 	// RedisChannel is the pub/sub channel the nodes share.
 	RedisChannel string
+	// MaxGroupMembers bounds a group's current members, owner included.
+	MaxGroupMembers int
 }
 
 // DefaultConfig returns the production configuration.
@@ -88,6 +90,7 @@ func DefaultConfig() Config {
 		HeartbeatInterval:  30 * time.Second,
 		RecallWindow:       2 * time.Minute,
 		RedisChannel:       "parley:events",
+		MaxGroupMembers:    500,
 	}
 }
 
@@ -99,6 +102,7 @@ type Server struct {
 	tokens  *tokens
 	auth    *authService
 	msgs    *messagesService
+	groups  *groupsService
 	metrics *metrics
 	reg     *prometheus.Registry
 	health  *healthChecker
@@ -129,6 +133,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		}
 	}
 	pres := newPresence(d, h, h.relay, logger)
+	msgs := newMessagesService(d, h, toks, pres, newCommitter(d, h, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg)
 	return &Server{
 		relay:   h.relay,
 		db:      d,
@@ -136,13 +141,15 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		cfg:     cfg,
 		tokens:  toks,
 		auth:    newAuthService(d, hasher, toks, h, cfg),
-		msgs:    newMessagesService(d, h, toks, pres, newCommitter(d, h, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg),
+		msgs:    msgs,
+		groups:  newGroupsService(d, h, msgs, cfg),
 		pres:    pres,
 		metrics: m,
 		reg:     reg,
 		health: &healthChecker{db: d, relay: h.relay, services: map[string]bool{
 			parleyv1connect.AuthServiceName:     true,
 			parleyv1connect.MessagesServiceName: true,
+			parleyv1connect.GroupsServiceName:   true,
 		}},
 	}, nil
 }
@@ -197,10 +204,12 @@ func (s *Server) Handler() http.Handler {
 	handle := func(path string, h http.Handler) { mux.Handle(path, authMiddleware.Wrap(withResponseController(h))) }
 	handle(parleyv1connect.NewAuthServiceHandler(s.auth, opts...))
 	handle(parleyv1connect.NewMessagesServiceHandler(s.msgs, opts...))
+	handle(parleyv1connect.NewGroupsServiceHandler(s.groups, opts...))
 
 	services := []string{
 		parleyv1connect.AuthServiceName,
 		parleyv1connect.MessagesServiceName,
+		parleyv1connect.GroupsServiceName,
 		grpchealth.HealthV1ServiceName,
 		grpcreflect.ReflectV1ServiceName,
 		grpcreflect.ReflectV1AlphaServiceName,

@@ -32,6 +32,20 @@ const (
 type streamView struct {
 	lo        int64 // first seq the member may see
 	delivered int64 // last seq delivered (or the client already had)
+	joined    int64 // the membership's joined_seq: another one means the user rejoined
+	end       int64 // left_seq once the membership ended, 0 while it lasts
+	group     bool  // a group's: membership can end and start again
+}
+
+// newStreamView is the view of a membership whose entries up to delivered
+// the client has.
+func newStreamView(m db.Membership, delivered int64) *streamView {
+	lo, _ := visibleRange(m)
+	v := &streamView{lo: lo, delivered: max(delivered, lo-1), joined: m.JoinedSeq, group: m.Kind == kindGroup}
+	if m.LeftSeq != nil {
+		v.end = *m.LeftSeq
+	}
+	return v
 }
 
 // catchUp is the state of one Subscribe stream, written by its one goroutine.
@@ -136,7 +150,7 @@ func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.Subscribe
 			}
 			lastBeat = now
 			for _, m := range active {
-				if err := cu.advance(ctx, m.ConversationID, m.VisibleLastSeq); err != nil {
+				if err := cu.follow(ctx, m); err != nil {
 					return err
 				}
 			}
@@ -177,8 +191,8 @@ func (cu *catchUp) backlog(ctx context.Context, cursors []*parleyv1.Cursor) erro
 			}
 			continue
 		}
-		lo, hi := visibleRange(m)
-		cu.views[m.ConversationID] = &streamView{lo: lo, delivered: max(cur, lo-1)}
+		_, hi := visibleRange(m)
+		cu.views[m.ConversationID] = newStreamView(m, cur)
 		if hi > cur {
 			view, err := cu.s.conversationView(ctx, m)
 			if err != nil {
@@ -220,7 +234,7 @@ func (cu *catchUp) added(ctx context.Context, m db.Membership) error {
 	if err != nil {
 		return err
 	}
-	cu.views[m.ConversationID] = &streamView{lo: lo, delivered: max(hi, lo-1)}
+	cu.views[m.ConversationID] = newStreamView(m, hi)
 	return cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Conversation{Conversation: &parleyv1.ConversationEvent{
 		Change: &parleyv1.ConversationEvent_Added{Added: &parleyv1.ConversationAdded{Conversation: view, LatestMessages: msgs}},
 	}}})
@@ -239,6 +253,18 @@ func (cu *catchUp) advance(ctx context.Context, convID string, upTo int64) error
 			return fmt.Errorf("get membership: %w", err)
 		}
 		return cu.added(ctx, m)
+	}
+	if v.end > 0 && upTo > v.end {
+		// Past the end of the user's membership: nothing more, unless they
+		// rejoined, which starts the conversation over from the new joined_seq.
+		m, err := cu.s.db.GetMembership(ctx, db.GetMembershipParams{ConversationID: convID, UserID: cu.userID})
+		if err != nil {
+			return fmt.Errorf("get membership: %w", err)
+		}
+		if m.JoinedSeq != v.joined {
+			return cu.added(ctx, m)
+		}
+		upTo = v.end
 	}
 	if v.delivered >= upTo {
 		return nil
@@ -345,8 +371,50 @@ func (cu *catchUp) sendEntries(msgs []*parleyv1.Message) error {
 	return nil
 }
 
+// follow brings the stream up to date with a membership read from
+// PostgreSQL: a conversation new to the stream, or rejoined, is sent whole;
+// otherwise its entries up to the visible end are delivered, and an ended
+// membership bounds the stream at its left_seq.
+func (cu *catchUp) follow(ctx context.Context, m db.Membership) error {
+	v, ok := cu.views[m.ConversationID]
+	if !ok || m.JoinedSeq != v.joined {
+		return cu.added(ctx, m)
+	}
+	if m.LeftSeq != nil {
+		v.end = *m.LeftSeq
+	}
+	return cu.advance(ctx, m.ConversationID, m.VisibleLastSeq)
+}
+
+// refresh answers a conversation-updated event. The hub carries it as a
+// doorbell (a group change concerns every member, each with their own
+// view), so the stream sends its user's own view, read from PostgreSQL.
+func (cu *catchUp) refresh(ctx context.Context, convID string) error {
+	m, err := cu.s.db.GetMembership(ctx, db.GetMembershipParams{ConversationID: convID, UserID: cu.userID})
+	if db.IsNoRows(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get membership: %w", err)
+	}
+	if v, ok := cu.views[convID]; !ok || m.JoinedSeq != v.joined {
+		return cu.added(ctx, m)
+	}
+	if err := cu.follow(ctx, m); err != nil {
+		return err
+	}
+	view, err := cu.s.conversationView(ctx, m)
+	if err != nil {
+		return err
+	}
+	return cu.send(conversationUpdated(view))
+}
+
 // live handles one event from the hub.
 func (cu *catchUp) live(ctx context.Context, ev *parleyv1.SubscribeResponse) error {
+	if upd := ev.GetConversation().GetUpdated(); upd != nil {
+		return cu.refresh(ctx, upd.GetId())
+	}
 	msg := ev.GetMessage()
 	if msg == nil {
 		return cu.send(ev)
@@ -359,9 +427,18 @@ func (cu *catchUp) live(ctx context.Context, ev *parleyv1.SubscribeResponse) err
 		return cu.advance(ctx, msg.GetConversationId(), msg.GetSeq())
 	case msg.GetSeq() <= v.delivered:
 		return nil // the backlog already carried it
-	case msg.GetSeq() == v.delivered+1:
+	case msg.GetSeq() == v.delivered+1 && (v.end == 0 || msg.GetSeq() <= v.end):
 		v.delivered = msg.GetSeq()
 		return cu.send(ev)
+	case v.group:
+		// A seq jumped in a group: the user may have left or rejoined in
+		// between, in an event this stream missed, so the membership read
+		// with the gap decides what the gap may carry.
+		m, err := cu.s.db.GetMembership(ctx, db.GetMembershipParams{ConversationID: msg.GetConversationId(), UserID: cu.userID})
+		if err != nil {
+			return fmt.Errorf("get membership: %w", err)
+		}
+		return cu.follow(ctx, m)
 	default:
 		// A seq jumped: read the gap, this message included, from the record.
 		return cu.advance(ctx, msg.GetConversationId(), msg.GetSeq())
