@@ -481,7 +481,7 @@ func (q *Queries) InsertMessage(ctx context.Context, arg InsertMessageParams) (M
 }
 
 const listConversationMembers = `-- name: ListConversationMembers :many
-SELECT conversation_id, user_id, role, joined_seq, read_seq, cleared_seq, sent_count, muted, pinned_at, joined_at, left_seq, left_at FROM members WHERE conversation_id = $1 ORDER BY joined_at, user_id
+SELECT conversation_id, user_id, role, joined_seq, read_seq, cleared_seq, sent_count, muted, pinned_at, joined_at, left_seq, left_at, mute_until, removed, left_group_name, left_group_avatar_media_id FROM members WHERE conversation_id = $1 ORDER BY joined_at, user_id
 `
 
 func (q *Queries) ListConversationMembers(ctx context.Context, conversationID string) ([]Member, error) {
@@ -506,6 +506,10 @@ func (q *Queries) ListConversationMembers(ctx context.Context, conversationID st
 			&i.JoinedAt,
 			&i.LeftSeq,
 			&i.LeftAt,
+			&i.MuteUntil,
+			&i.Removed,
+			&i.LeftGroupName,
+			&i.LeftGroupAvatarMediaID,
 		); err != nil {
 			return nil, err
 		}
@@ -571,6 +575,7 @@ func (q *Queries) ListConversationPage(ctx context.Context, arg ListConversation
 
 const listMembersForAppend = `-- name: ListMembersForAppend :many
 SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq, u.message_privacy,
+       m.role, m.mute_until, g.mute_all, g.dissolved_at,
        CASE WHEN c.kind = 1 THEN EXISTS (
            SELECT 1 FROM direct_pairs dp
            JOIN contacts ct ON ct.user_id = m.user_id AND ct.contact_id = ANY (ARRAY[dp.user_low, dp.user_high])
@@ -582,6 +587,7 @@ SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, 
 FROM members m
 JOIN users u ON u.id = m.user_id
 JOIN conversations c ON c.id = m.conversation_id AND c.id = ANY($1::uuid[])
+LEFT JOIN groups g ON g.conversation_id = m.conversation_id
 WHERE m.conversation_id = ANY($1::uuid[])
 ORDER BY m.conversation_id, m.joined_at, m.user_id
 `
@@ -594,16 +600,22 @@ type ListMembersForAppendRow struct {
 	SentCount        int64
 	LeftSeq          *int64
 	MessagePrivacy   int16
+	Role             int16
+	MuteUntil        *time.Time
+	MuteAll          *bool
+	DissolvedAt      *time.Time
 	HasPeerAsContact bool
 	BlocksPeer       bool
 }
 
 // ListMembersForAppend is what a batch checks each message against: the
-// members of its conversations with their privacy settings and, in a direct
-// conversation, whether the member has the peer as a contact and whether the
+// members of its conversations with their privacy settings; in a group
+// their roles and mutes with the group's own state (on every row of the
+// group: the batch reads it without another round trip); and in a direct
+// conversation whether the member has the peer as a contact and whether the
 // member blocks the peer: primary-key probes, made for direct conversations
-// only (a group's members skip them). The conversations are filtered by id
-// on both sides of the join so that the planner reads only the batch's.
+// only. The conversations are filtered by id on both sides of their join so
+// that the planner reads only the batch's.
 func (q *Queries) ListMembersForAppend(ctx context.Context, ids []string) ([]ListMembersForAppendRow, error) {
 	rows, err := q.db.Query(ctx, listMembersForAppend, ids)
 	if err != nil {
@@ -621,6 +633,10 @@ func (q *Queries) ListMembersForAppend(ctx context.Context, ids []string) ([]Lis
 			&i.SentCount,
 			&i.LeftSeq,
 			&i.MessagePrivacy,
+			&i.Role,
+			&i.MuteUntil,
+			&i.MuteAll,
+			&i.DissolvedAt,
 			&i.HasPeerAsContact,
 			&i.BlocksPeer,
 		); err != nil {
@@ -769,6 +785,70 @@ func (q *Queries) ListMessagesBefore(ctx context.Context, arg ListMessagesBefore
 			&i.MentionUserIds,
 			&i.RecalledAt,
 			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listUserEntriesAfter = `-- name: ListUserEntriesAfter :many
+SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.client_msg_id, m.kind, m.content, m.reply_to_seq, m.mention_user_ids, m.recalled_at, m.created_at, (d.seq IS NOT NULL)::boolean AS deleted
+FROM messages m
+LEFT JOIN deleted_messages d ON d.user_id = $1 AND d.conversation_id = m.conversation_id AND d.seq = m.seq
+WHERE m.conversation_id = $2 AND m.seq > $3 AND m.seq <= $4
+ORDER BY m.seq
+LIMIT $5
+`
+
+type ListUserEntriesAfterParams struct {
+	UserID         string
+	ConversationID string
+	AfterSeq       int64
+	UntilSeq       int64
+	MaxRows        int32
+}
+
+type ListUserEntriesAfterRow struct {
+	Message Message
+	Deleted bool
+}
+
+// ListUserEntriesAfter is ListMessagesAfter as one user sees the entries:
+// deleted is true for those they deleted for themselves. Catch-up reads it,
+// so a page costs one round trip.
+func (q *Queries) ListUserEntriesAfter(ctx context.Context, arg ListUserEntriesAfterParams) ([]ListUserEntriesAfterRow, error) {
+	rows, err := q.db.Query(ctx, listUserEntriesAfter,
+		arg.UserID,
+		arg.ConversationID,
+		arg.AfterSeq,
+		arg.UntilSeq,
+		arg.MaxRows,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListUserEntriesAfterRow{}
+	for rows.Next() {
+		var i ListUserEntriesAfterRow
+		if err := rows.Scan(
+			&i.Message.ConversationID,
+			&i.Message.Seq,
+			&i.Message.ID,
+			&i.Message.SenderID,
+			&i.Message.ClientMsgID,
+			&i.Message.Kind,
+			&i.Message.Content,
+			&i.Message.ReplyToSeq,
+			&i.Message.MentionUserIds,
+			&i.Message.RecalledAt,
+			&i.Message.CreatedAt,
+			&i.Deleted,
 		); err != nil {
 			return nil, err
 		}

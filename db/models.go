@@ -52,19 +52,47 @@ type FriendRequest struct {
 	UpdatedAt  time.Time
 }
 
-type Member struct {
+type Group struct {
+	ConversationID            string
+	Name                      string
+	Announcement              string
+	AvatarMediaID             *string
+	InvitesRestrictedToAdmins bool
+	MuteAll                   bool
+	CreatedBy                 *string
+	CreatedAt                 time.Time
+	UpdatedAt                 time.Time
+	DissolvedAt               *time.Time
+}
+
+type GroupInvite struct {
+	Code           string
 	ConversationID string
-	UserID         string
-	Role           int16
-	JoinedSeq      int64
-	ReadSeq        int64
-	ClearedSeq     int64
-	SentCount      int64
-	Muted          bool
-	PinnedAt       *time.Time
-	JoinedAt       time.Time
-	LeftSeq        *int64
-	LeftAt         *time.Time
+	CreatorID      string
+	MaxUses        int32
+	UseCount       int32
+	ExpiresAt      *time.Time
+	RevokedAt      *time.Time
+	CreatedAt      time.Time
+}
+
+type Member struct {
+	ConversationID         string
+	UserID                 string
+	Role                   int16
+	JoinedSeq              int64
+	ReadSeq                int64
+	ClearedSeq             int64
+	SentCount              int64
+	Muted                  bool
+	PinnedAt               *time.Time
+	JoinedAt               time.Time
+	LeftSeq                *int64
+	LeftAt                 *time.Time
+	MuteUntil              *time.Time
+	Removed                bool
+	LeftGroupName          *string
+	LeftGroupAvatarMediaID *string
 }
 
 type Membership struct {

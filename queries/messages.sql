@@ -125,13 +125,16 @@ ORDER BY id
 FOR UPDATE;
 
 -- ListMembersForAppend is what a batch checks each message against: the
--- members of its conversations with their privacy settings and, in a direct
--- conversation, whether the member has the peer as a contact and whether the
+-- members of its conversations with their privacy settings; in a group
+-- their roles and mutes with the group's own state (on every row of the
+-- group: the batch reads it without another round trip); and in a direct
+-- conversation whether the member has the peer as a contact and whether the
 -- member blocks the peer: primary-key probes, made for direct conversations
--- only (a group's members skip them). The conversations are filtered by id
--- on both sides of the join so that the planner reads only the batch's.
+-- only. The conversations are filtered by id on both sides of their join so
+-- that the planner reads only the batch's.
 -- name: ListMembersForAppend :many
 SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq, u.message_privacy,
+       m.role, m.mute_until, g.mute_all, g.dissolved_at,
        CASE WHEN c.kind = 1 THEN EXISTS (
            SELECT 1 FROM direct_pairs dp
            JOIN contacts ct ON ct.user_id = m.user_id AND ct.contact_id = ANY (ARRAY[dp.user_low, dp.user_high])
@@ -143,6 +146,7 @@ SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, 
 FROM members m
 JOIN users u ON u.id = m.user_id
 JOIN conversations c ON c.id = m.conversation_id AND c.id = ANY(@ids::uuid[])
+LEFT JOIN groups g ON g.conversation_id = m.conversation_id
 WHERE m.conversation_id = ANY(@ids::uuid[])
 ORDER BY m.conversation_id, m.joined_at, m.user_id;
 
@@ -172,3 +176,14 @@ FROM (SELECT unnest(@conversation_ids::uuid[]) AS conversation_id, unnest(@seqs:
              unnest(@kinds::smallint[]) AS kind, unnest(@contents::bytea[]) AS content,
              unnest(@reply_to_seqs::bigint[]) AS reply_to_seq, unnest(@mentions::text[]) AS mentions) AS v, t
 RETURNING *;
+
+-- ListUserEntriesAfter is ListMessagesAfter as one user sees the entries:
+-- deleted is true for those they deleted for themselves. Catch-up reads it,
+-- so a page costs one round trip.
+-- name: ListUserEntriesAfter :many
+SELECT sqlc.embed(m), (d.seq IS NOT NULL)::boolean AS deleted
+FROM messages m
+LEFT JOIN deleted_messages d ON d.user_id = @user_id AND d.conversation_id = m.conversation_id AND d.seq = m.seq
+WHERE m.conversation_id = @conversation_id AND m.seq > @after_seq AND m.seq <= @until_seq
+ORDER BY m.seq
+LIMIT @max_rows;

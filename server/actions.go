@@ -26,7 +26,8 @@ func (s *messagesService) Recall(ctx context.Context, req *parleyv1.RecallReques
 		recipients []string
 	)
 	err = s.db.Tx(ctx, func(q *db.Queries) error {
-		if _, err := q.LockConversation(ctx, req.GetConversationId()); db.IsNoRows(err) {
+		conv, err := q.LockConversation(ctx, req.GetConversationId())
+		if db.IsNoRows(err) {
 			return errConversationNotFound
 		} else if err != nil {
 			return fmt.Errorf("lock conversation: %w", err)
@@ -40,6 +41,16 @@ func (s *messagesService) Recall(ctx context.Context, req *parleyv1.RecallReques
 		}
 		if me.LeftSeq != nil {
 			return errNotMember
+		}
+		if conv.Kind == kindGroup {
+			// A recall is a new entry, and a dissolved group's log is closed.
+			g, err := q.GetGroup(ctx, conv.ID)
+			if err != nil {
+				return fmt.Errorf("get group: %w", err)
+			}
+			if g.Group.DissolvedAt != nil {
+				return errGroupDissolved
+			}
 		}
 		if lo, hi := visibleRange(me); req.GetSeq() < lo || req.GetSeq() > hi {
 			return errMessageNotFound

@@ -58,6 +58,7 @@ type tokens struct {
 	key       []byte
 	accessTTL time.Duration
 	parser    *jwt.Parser
+	verified  verifiedTokens
 	sessions  *sessionCache
 }
 
@@ -81,7 +82,7 @@ func loadTokens(ctx context.Context, d *db.DB, accessTTL, cacheTTL time.Duration
 			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 			jwt.WithIssuer(tokenIssuer),
 			jwt.WithExpirationRequired(),
-			jwt.WithLeeway(5*time.Second),
+			jwt.WithLeeway(tokenLeeway),
 		),
 		sessions: newSessionCache(d, cacheTTL),
 	}, nil
@@ -120,25 +121,89 @@ func (t *tokens) authenticate(public map[string]bool) authn.AuthFunc {
 		if !ok {
 			return nil, connect.NewError(connect.CodeUnauthenticated, errTokenMissing)
 		}
-		var claims accessClaims
-		if _, err := t.parser.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return t.key, nil }); err != nil {
-			if errors.Is(err, jwt.ErrTokenExpired) {
-				return nil, connect.NewError(connect.CodeUnauthenticated, errTokenExpired)
-			}
-			return nil, connect.NewError(connect.CodeUnauthenticated, errTokenInvalid)
+		c, err := t.verify(raw, time.Now())
+		if err != nil {
+			return nil, connect.NewError(connect.CodeUnauthenticated, err)
 		}
-		if claims.Subject == "" || claims.SessionID == "" {
-			return nil, connect.NewError(connect.CodeUnauthenticated, errTokenInvalid)
-		}
-		active, err := t.sessions.active(ctx, claims.SessionID)
+		active, err := t.sessions.active(ctx, c.SessionID)
 		if err != nil {
 			return nil, connect.NewError(connect.CodeUnavailable, errors.New("cannot check the session right now; retry"))
 		}
 		if !active {
 			return nil, connect.NewError(connect.CodeUnauthenticated, errSessionRevoked)
 		}
-		return caller{UserID: claims.Subject, SessionID: claims.SessionID}, nil
+		return c, nil
 	}
+}
+
+// tokenLeeway is the clock skew between nodes that token checks allow.
+const tokenLeeway = 5 * time.Second
+
+// verify checks an access token's signature and claims. A client sends the
+// same token with every request for its lifetime, and checking it (base64,
+// JSON, HMAC) costs more than the rest of authentication, so verified tokens
+// are remembered until they expire.
+func (t *tokens) verify(raw string, now time.Time) (caller, error) {
+	if v, ok := t.verified.get(raw); ok {
+		if now.After(v.expires.Add(tokenLeeway)) {
+			return caller{}, errTokenExpired
+		}
+		return v.caller, nil
+	}
+	var claims accessClaims
+	if _, err := t.parser.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return t.key, nil }); err != nil {
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			return caller{}, errTokenExpired
+		}
+		return caller{}, errTokenInvalid
+	}
+	if claims.Subject == "" || claims.SessionID == "" {
+		return caller{}, errTokenInvalid
+	}
+	c := caller{UserID: claims.Subject, SessionID: claims.SessionID}
+	t.verified.put(raw, verifiedToken{caller: c, expires: claims.ExpiresAt.Time}, now)
+	return c, nil
+}
+
+// verifiedToken is what a checked access token says.
+type verifiedToken struct {
+	caller  caller
+	expires time.Time
+}
+
+// verifiedTokens maps access tokens this node has checked to their claims.
+type verifiedTokens struct {
+	mu sync.Mutex
+	m  map[string]verifiedToken
+}
+
+// maxVerifiedTokens bounds the cache at a few tens of megabytes.
+const maxVerifiedTokens = 100_000
+
+func (v *verifiedTokens) get(raw string) (verifiedToken, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	t, ok := v.m[raw]
+	return t, ok
+}
+
+func (v *verifiedTokens) put(raw string, t verifiedToken, now time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil {
+		v.m = make(map[string]verifiedToken)
+	}
+	if len(v.m) >= maxVerifiedTokens {
+		for k, old := range v.m {
+			if now.After(old.expires.Add(tokenLeeway)) {
+				delete(v.m, k)
+			}
+		}
+		if len(v.m) >= maxVerifiedTokens {
+			clear(v.m)
+		}
+	}
+	v.m[raw] = t
 }
 
 // sessionCache remembers for a short time that a session is active, so that

@@ -64,6 +64,30 @@ var (
 	errShuttingDown = errors.New("server is shutting down; send again")
 	// errLostRace is internal: a concurrent request created what we meant to.
 	errLostRace = errors.New("lost a creation race")
+
+	// Groups.
+	errGroupNotFound      = errors.New("group not found")
+	errNotGroupMember     = errors.New("you are no longer a member of this group")
+	errGroupDissolved     = errors.New("the group was dissolved; it is read-only")
+	errGroupFull          = errors.New("the group has reached its member limit")
+	errTooManyAdmins      = errors.New("a group has at most 10 admins; make one a member first")
+	errNotGroupOwner      = errors.New("only the group's owner may do this")
+	errNotGroupAdmin      = errors.New("only the group's owner and admins may do this")
+	errInvitesRestricted  = errors.New("only the group's owner and admins may invite to this group")
+	errDoesNotOutrank     = errors.New("you may only act on members below your role: the owner on anyone, admins on ordinary members")
+	errTargetNotMember    = errors.New("that user is not a member of this group")
+	errTargetIsOwner      = errors.New("the owner's role changes only with TransferOwnership")
+	errMutedAll           = errors.New("only the owner and admins may send in this group for now")
+	errMutedInGroup       = errors.New("you are muted in this group; GetGroup shows until when")
+	errGroupMediaNotFound = errors.New("avatar_media_id: media not found among your uploads")
+	errInviteNotFound     = errors.New("invite code not found")
+	errInviteExpired      = errors.New("this invite code has expired")
+	errInviteRevoked      = errors.New("this invite code was revoked")
+	errInviteUsedUp       = errors.New("this invite code has been used up")
+	errInviteInactive     = errors.New("this invite code no longer works: its creator may no longer invite to the group")
+	errTooManyInvites     = errors.New("a group has at most 20 usable invite codes; revoke one first")
+	errRemovedFromGroup   = errors.New("you were removed from this group; a member must add you back")
+	errMayNotRevokeInvite = errors.New("only the code's creator, the owner and admins may revoke it")
 )
 
 var errorCodes = map[error]connect.Code{
@@ -105,6 +129,29 @@ var errorCodes = map[error]connect.Code{
 	errSlowSubscriber:       connect.CodeResourceExhausted,
 	errShuttingDown:         connect.CodeUnavailable,
 	errStreamSessionEnded:   connect.CodeUnauthenticated,
+
+	errGroupNotFound:      connect.CodeNotFound,
+	errNotGroupMember:     connect.CodePermissionDenied,
+	errGroupDissolved:     connect.CodeFailedPrecondition,
+	errGroupFull:          connect.CodeResourceExhausted,
+	errTooManyAdmins:      connect.CodeResourceExhausted,
+	errNotGroupOwner:      connect.CodePermissionDenied,
+	errNotGroupAdmin:      connect.CodePermissionDenied,
+	errInvitesRestricted:  connect.CodePermissionDenied,
+	errDoesNotOutrank:     connect.CodePermissionDenied,
+	errTargetNotMember:    connect.CodeNotFound,
+	errTargetIsOwner:      connect.CodeFailedPrecondition,
+	errMutedAll:           connect.CodePermissionDenied,
+	errMutedInGroup:       connect.CodePermissionDenied,
+	errGroupMediaNotFound: connect.CodeNotFound,
+	errInviteNotFound:     connect.CodeNotFound,
+	errInviteExpired:      connect.CodeFailedPrecondition,
+	errInviteRevoked:      connect.CodeFailedPrecondition,
+	errInviteUsedUp:       connect.CodeFailedPrecondition,
+	errInviteInactive:     connect.CodeFailedPrecondition,
+	errTooManyInvites:     connect.CodeResourceExhausted,
+	errRemovedFromGroup:   connect.CodePermissionDenied,
+	errMayNotRevokeInvite: connect.CodePermissionDenied,
 }
 
 // toConnectError maps err to what the client sees. A *connect.Error passes

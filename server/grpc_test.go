@@ -80,7 +80,7 @@ func TestGRPCGoClient(t *testing.T) {
 
 	t.Run("health reports SERVING", func(t *testing.T) {
 		health := grpc_health_v1.NewHealthClient(conn)
-		for _, service := range []string{"", parleyv1connect.AuthServiceName} {
+		for _, service := range []string{"", parleyv1connect.AuthServiceName, parleyv1connect.GroupsServiceName} {
 			res, err := health.Check(ctx, &grpc_health_v1.HealthCheckRequest{Service: service})
 			if err != nil {
 				t.Fatalf("Check(%q): %v", service, err)
@@ -120,7 +120,7 @@ func TestGRPCGoClient(t *testing.T) {
 		}).GetListServicesResponse().GetService() {
 			services = append(services, s.GetName())
 		}
-		for _, want := range []string{parleyv1connect.AuthServiceName, grpc_health_v1.Health_ServiceDesc.ServiceName} {
+		for _, want := range []string{parleyv1connect.AuthServiceName, parleyv1connect.GroupsServiceName, grpc_health_v1.Health_ServiceDesc.ServiceName} {
 			if !slices.Contains(services, want) {
 				t.Errorf("reflection lists %v, want %s among them", services, want)
 			}

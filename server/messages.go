@@ -138,6 +138,11 @@ func admit(senderID string, cs *conversationState, req *parleyv1.SendRequest) (i
 	if cs.kind == int16(parleyv1.ConversationKind_CONVERSATION_KIND_ACCOUNT) {
 		return 0, errAccountConversation
 	}
+	if cs.kind == kindGroup {
+		if err := admitToGroup(me, time.Now()); err != nil {
+			return 0, err
+		}
+	}
 	if r := req.GetReplyToSeq(); r != 0 && (r < me.JoinedSeq || r <= me.ClearedSeq || r > cs.lastSeq) {
 		return 0, invalidArgument("reply_to_seq", "parley.reply_in_view", "must be a message of this conversation you can see")
 	}
@@ -164,6 +169,22 @@ func admit(senderID string, cs *conversationState, req *parleyv1.SendRequest) (i
 		}
 	}
 	return i, nil
+}
+
+// admitToGroup applies a group's rules to its sender: a dissolved group is
+// read-only, mute_all leaves the floor to the owner and admins, and a muted
+// member waits for the mute to end. The batch read them under the
+// conversation's lock, which every group change takes.
+func admitToGroup(me db.ListMembersForAppendRow, now time.Time) error {
+	switch {
+	case me.DissolvedAt != nil:
+		return errGroupDissolved
+	case me.MuteAll != nil && *me.MuteAll && me.Role > roleAdmin:
+		return errMutedAll
+	case me.MuteUntil != nil && now.Before(*me.MuteUntil):
+		return errMutedInGroup
+	}
+	return nil
 }
 
 // sendContent encodes the content of a Send for storage.
@@ -313,9 +334,55 @@ func (s *messagesService) conversationView(ctx context.Context, m db.Membership)
 	if m.LeftSeq != nil {
 		out.Membership = parleyv1.MembershipState_MEMBERSHIP_STATE_LEFT
 	}
+	if out.Kind == parleyv1.ConversationKind_CONVERSATION_KIND_GROUP {
+		if err := s.groupView(ctx, m, out); err != nil {
+			return nil, err
+		}
+	} else if err := s.peerView(ctx, m, out); err != nil {
+		return nil, err
+	}
+	if last := m.VisibleLastSeq; last > 0 && last > m.ClearedSeq && last >= m.JoinedSeq {
+		row, err := s.db.GetMessage(ctx, db.GetMessageParams{ConversationID: m.ConversationID, Seq: last})
+		if err != nil {
+			return nil, fmt.Errorf("get last message: %w", err)
+		}
+		last, err := s.userMessages(ctx, m.UserID, []db.Message{row})
+		if err != nil {
+			return nil, err
+		}
+		out.LastMessage = last[0]
+	}
+	return out, nil
+}
+
+// groupView fills in what a group conversation shows its member. A former
+// member learns nothing after leaving: the group's name and picture stay as
+// they were, and the others' count and read cursors are not theirs to see.
+func (s *messagesService) groupView(ctx context.Context, m db.Membership, out *parleyv1.Conversation) error {
+	g, err := s.db.GroupView(ctx, db.GroupViewParams{ConversationID: m.ConversationID, UserID: m.UserID})
+	if err != nil {
+		return fmt.Errorf("get group view: %w", err)
+	}
+	out.GroupId, out.Title, out.AvatarMediaId = m.ConversationID, g.Name, g.AvatarMediaID
+	if m.LeftSeq != nil {
+		if g.Removed {
+			out.Membership = parleyv1.MembershipState_MEMBERSHIP_STATE_REMOVED
+		}
+		return nil
+	}
+	if g.DissolvedAt != nil {
+		out.Membership = parleyv1.MembershipState_MEMBERSHIP_STATE_DISSOLVED
+	}
+	out.MemberCount, out.PeerReadSeq = g.MemberCount, g.PeerReadSeq
+	return nil
+}
+
+// peerView fills in the member count and the peer of a direct (or account)
+// conversation.
+func (s *messagesService) peerView(ctx context.Context, m db.Membership, out *parleyv1.Conversation) error {
 	members, err := s.db.ListConversationMembers(ctx, m.ConversationID)
 	if err != nil {
-		return nil, fmt.Errorf("list members: %w", err)
+		return fmt.Errorf("list members: %w", err)
 	}
 	peerRead := int64(-1)
 	for _, other := range members {
@@ -332,7 +399,7 @@ func (s *messagesService) conversationView(ctx context.Context, m db.Membership)
 		if out.Kind == parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT {
 			peer, title, err := s.peerAs(ctx, m.UserID, other.UserID)
 			if err != nil {
-				return nil, fmt.Errorf("get peer: %w", err)
+				return fmt.Errorf("get peer: %w", err)
 			}
 			out.Peer = userToProto(peer)
 			out.Title = title
@@ -342,18 +409,7 @@ func (s *messagesService) conversationView(ctx context.Context, m db.Membership)
 		}
 	}
 	out.PeerReadSeq = max(peerRead, 0)
-	if last := m.VisibleLastSeq; last > 0 && last > m.ClearedSeq && last >= m.JoinedSeq {
-		row, err := s.db.GetMessage(ctx, db.GetMessageParams{ConversationID: m.ConversationID, Seq: last})
-		if err != nil {
-			return nil, fmt.Errorf("get last message: %w", err)
-		}
-		last, err := s.userMessages(ctx, m.UserID, []db.Message{row})
-		if err != nil {
-			return nil, err
-		}
-		out.LastMessage = last[0]
-	}
-	return out, nil
+	return nil
 }
 
 const (
@@ -428,11 +484,14 @@ func (s *messagesService) userMessages(ctx context.Context, userID string, rows 
 	}
 	for _, m := range msgs {
 		if slices.Contains(deleted, m.GetSeq()) {
-			m.Content, m.MentionUserIds, m.Deleted = nil, nil, true
+			markDeleted(m)
 		}
 	}
 	return msgs, nil
 }
+
+// markDeleted shows an entry as deleted for its reader: in place, without content.
+func markDeleted(m *parleyv1.Message) { m.Content, m.MentionUserIds, m.Deleted = nil, nil, true }
 
 // visibleRange is the seqs a member may read: lo ≤ seq ≤ hi.
 func visibleRange(m db.Membership) (lo, hi int64) {
@@ -506,6 +565,10 @@ func (s *messagesService) GetReadReceipts(ctx context.Context, req *parleyv1.Get
 	m, err := s.membership(ctx, c.UserID, req.GetConversationId())
 	if err != nil {
 		return nil, err
+	}
+	if m.LeftSeq != nil {
+		// Who read what after the caller left is not theirs to know.
+		return nil, errNotMember
 	}
 	if lo, hi := visibleRange(m); req.GetSeq() < lo || req.GetSeq() > hi {
 		return nil, errMessageNotFound

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/parley-chat/parley/db"
@@ -15,8 +16,9 @@ import (
 )
 
 const (
-	// backlogPage is how many entries one catch-up read takes.
-	backlogPage = 500
+	// backlogPage is how many entries one catch-up read takes: 2000 rows
+	// of chat text are about half a megabyte, read in a few milliseconds.
+	backlogPage = 2000
 	// sessionCheckInterval bounds how long a stream outlives its session's
 	// revocation on another node (the session cache adds its TTL).
 	sessionCheckInterval = time.Second
@@ -30,6 +32,20 @@ const (
 type streamView struct {
 	lo        int64 // first seq the member may see
 	delivered int64 // last seq delivered (or the client already had)
+	joined    int64 // the membership's joined_seq: another one means the user rejoined
+	end       int64 // left_seq once the membership ended, 0 while it lasts
+	group     bool  // a group's: membership can end and start again
+}
+
+// newStreamView is the view of a membership whose entries up to delivered
+// the client has.
+func newStreamView(m db.Membership, delivered int64) *streamView {
+	lo, _ := visibleRange(m)
+	v := &streamView{lo: lo, delivered: max(delivered, lo-1), joined: m.JoinedSeq, group: m.Kind == kindGroup}
+	if m.LeftSeq != nil {
+		v.end = *m.LeftSeq
+	}
+	return v
 }
 
 // catchUp is the state of one Subscribe stream, written by its one goroutine.
@@ -38,6 +54,8 @@ type catchUp struct {
 	userID string
 	send   func(*parleyv1.SubscribeResponse) error
 	views  map[string]*streamView
+	// batch sends catch-up entries as message batches.
+	batch bool
 }
 
 // Subscribe implements gap-free resume: register with the hub first, then
@@ -84,7 +102,7 @@ func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.Subscribe
 	s.presence.connect(ctx, c.UserID)
 	defer s.presence.disconnect(c.UserID)
 
-	cu := &catchUp{s: s, userID: c.UserID, send: stream.Send, views: make(map[string]*streamView)}
+	cu := &catchUp{s: s, userID: c.UserID, send: stream.Send, views: make(map[string]*streamView), batch: req.GetBatchCatchUp()}
 	started := time.Now()
 	if err := cu.backlog(ctx, req.GetCursors()); err != nil {
 		return err
@@ -132,7 +150,7 @@ func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.Subscribe
 			}
 			lastBeat = now
 			for _, m := range active {
-				if err := cu.advance(ctx, m.ConversationID, m.VisibleLastSeq); err != nil {
+				if err := cu.follow(ctx, m); err != nil {
 					return err
 				}
 			}
@@ -173,8 +191,8 @@ func (cu *catchUp) backlog(ctx context.Context, cursors []*parleyv1.Cursor) erro
 			}
 			continue
 		}
-		lo, hi := visibleRange(m)
-		cu.views[m.ConversationID] = &streamView{lo: lo, delivered: max(cur, lo-1)}
+		_, hi := visibleRange(m)
+		cu.views[m.ConversationID] = newStreamView(m, cur)
 		if hi > cur {
 			view, err := cu.s.conversationView(ctx, m)
 			if err != nil {
@@ -216,7 +234,7 @@ func (cu *catchUp) added(ctx context.Context, m db.Membership) error {
 	if err != nil {
 		return err
 	}
-	cu.views[m.ConversationID] = &streamView{lo: lo, delivered: max(hi, lo-1)}
+	cu.views[m.ConversationID] = newStreamView(m, hi)
 	return cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Conversation{Conversation: &parleyv1.ConversationEvent{
 		Change: &parleyv1.ConversationEvent_Added{Added: &parleyv1.ConversationAdded{Conversation: view, LatestMessages: msgs}},
 	}}})
@@ -236,32 +254,167 @@ func (cu *catchUp) advance(ctx context.Context, convID string, upTo int64) error
 		}
 		return cu.added(ctx, m)
 	}
-	for v.delivered < upTo {
-		rows, err := cu.s.db.ListMessagesAfter(ctx, db.ListMessagesAfterParams{
-			ConversationID: convID, AfterSeq: v.delivered, UntilSeq: upTo, MaxRows: backlogPage,
-		})
+	if v.end > 0 && upTo > v.end {
+		// Past the end of the user's membership: nothing more, unless they
+		// rejoined, which starts the conversation over from the new joined_seq.
+		m, err := cu.s.db.GetMembership(ctx, db.GetMembershipParams{ConversationID: convID, UserID: cu.userID})
 		if err != nil {
-			return fmt.Errorf("read backlog: %w", err)
+			return fmt.Errorf("get membership: %w", err)
 		}
-		if len(rows) == 0 {
-			return nil
+		if m.JoinedSeq != v.joined {
+			return cu.added(ctx, m)
 		}
-		msgs, err := cu.s.userMessages(ctx, cu.userID, rows)
-		if err != nil {
+		upTo = v.end
+	}
+	if v.delivered >= upTo {
+		return nil
+	}
+	// A long catch-up reads the next page while it sends this one.
+	ctx, cancel := context.WithCancel(ctx)
+	pages := make(chan entryPage, 1)
+	go cu.readPages(ctx, convID, v.delivered, upTo, pages)
+	defer func() {
+		cancel()
+		for range pages { // wait for the reader
+		}
+	}()
+	for p := range pages {
+		if p.err != nil {
+			return p.err
+		}
+		if err := cu.sendEntries(p.msgs); err != nil {
 			return err
 		}
-		for _, msg := range msgs {
-			if err := cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: msg}}); err != nil {
-				return err
-			}
-			v.delivered = msg.GetSeq()
-		}
+		v.delivered = p.msgs[len(p.msgs)-1].GetSeq()
 	}
 	return nil
 }
 
+// entryPage is one page of catch-up entries, or the error that ended them.
+type entryPage struct {
+	msgs []*parleyv1.Message
+	err  error
+}
+
+// readPages reads convID's entries after < seq ≤ upTo as the user sees them,
+// page by page into pages, which it closes when done.
+func (cu *catchUp) readPages(ctx context.Context, convID string, after, upTo int64, pages chan<- entryPage) {
+	defer close(pages)
+	for after < upTo {
+		var p entryPage
+		rows, err := cu.s.db.ListUserEntriesAfter(ctx, db.ListUserEntriesAfterParams{
+			UserID: cu.userID, ConversationID: convID, AfterSeq: after, UntilSeq: upTo, MaxRows: backlogPage,
+		})
+		if err != nil {
+			p.err = fmt.Errorf("read backlog: %w", err)
+		}
+		if len(rows) == 0 && err == nil {
+			return
+		}
+		p.msgs = make([]*parleyv1.Message, len(rows))
+		for i, r := range rows {
+			if p.msgs[i], err = messageToProto(r.Message); err != nil {
+				p.err = err
+				break
+			}
+			if r.Deleted {
+				markDeleted(p.msgs[i])
+			}
+		}
+		select {
+		case pages <- p:
+		case <-ctx.Done():
+			return
+		}
+		if p.err != nil {
+			return
+		}
+		after = rows[len(rows)-1].Message.Seq
+	}
+}
+
+const (
+	// maxBatchEntries and maxBatchBytes bound one message batch, well
+	// inside the 4 MiB a gRPC client accepts by default.
+	maxBatchEntries = 256
+	maxBatchBytes   = 1 << 20
+)
+
+// sendEntries sends consecutive entries of one conversation: as batches to
+// a stream that asked for them, else one event each.
+func (cu *catchUp) sendEntries(msgs []*parleyv1.Message) error {
+	if !cu.batch {
+		for _, msg := range msgs {
+			if err := cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: msg}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for len(msgs) > 0 {
+		n, size := 0, 0
+		for n < len(msgs) && n < maxBatchEntries {
+			size += proto.Size(msgs[n])
+			if n > 0 && size > maxBatchBytes {
+				break
+			}
+			n++
+		}
+		err := cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_MessageBatch{
+			MessageBatch: &parleyv1.MessageBatch{Messages: msgs[:n]},
+		}})
+		if err != nil {
+			return err
+		}
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+// follow brings the stream up to date with a membership read from
+// PostgreSQL: a conversation new to the stream, or rejoined, is sent whole;
+// otherwise its entries up to the visible end are delivered, and an ended
+// membership bounds the stream at its left_seq.
+func (cu *catchUp) follow(ctx context.Context, m db.Membership) error {
+	v, ok := cu.views[m.ConversationID]
+	if !ok || m.JoinedSeq != v.joined {
+		return cu.added(ctx, m)
+	}
+	if m.LeftSeq != nil {
+		v.end = *m.LeftSeq
+	}
+	return cu.advance(ctx, m.ConversationID, m.VisibleLastSeq)
+}
+
+// refresh answers a conversation-updated event. The hub carries it as a
+// doorbell (a group change concerns every member, each with their own
+// view), so the stream sends its user's own view, read from PostgreSQL.
+func (cu *catchUp) refresh(ctx context.Context, convID string) error {
+	m, err := cu.s.db.GetMembership(ctx, db.GetMembershipParams{ConversationID: convID, UserID: cu.userID})
+	if db.IsNoRows(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get membership: %w", err)
+	}
+	if v, ok := cu.views[convID]; !ok || m.JoinedSeq != v.joined {
+		return cu.added(ctx, m)
+	}
+	if err := cu.follow(ctx, m); err != nil {
+		return err
+	}
+	view, err := cu.s.conversationView(ctx, m)
+	if err != nil {
+		return err
+	}
+	return cu.send(conversationUpdated(view))
+}
+
 // live handles one event from the hub.
 func (cu *catchUp) live(ctx context.Context, ev *parleyv1.SubscribeResponse) error {
+	if upd := ev.GetConversation().GetUpdated(); upd != nil {
+		return cu.refresh(ctx, upd.GetId())
+	}
 	msg := ev.GetMessage()
 	if msg == nil {
 		return cu.send(ev)
@@ -274,9 +427,18 @@ func (cu *catchUp) live(ctx context.Context, ev *parleyv1.SubscribeResponse) err
 		return cu.advance(ctx, msg.GetConversationId(), msg.GetSeq())
 	case msg.GetSeq() <= v.delivered:
 		return nil // the backlog already carried it
-	case msg.GetSeq() == v.delivered+1:
+	case msg.GetSeq() == v.delivered+1 && (v.end == 0 || msg.GetSeq() <= v.end):
 		v.delivered = msg.GetSeq()
 		return cu.send(ev)
+	case v.group:
+		// A seq jumped in a group: the user may have left or rejoined in
+		// between, in an event this stream missed, so the membership read
+		// with the gap decides what the gap may carry.
+		m, err := cu.s.db.GetMembership(ctx, db.GetMembershipParams{ConversationID: msg.GetConversationId(), UserID: cu.userID})
+		if err != nil {
+			return fmt.Errorf("get membership: %w", err)
+		}
+		return cu.follow(ctx, m)
 	default:
 		// A seq jumped: read the gap, this message included, from the record.
 		return cu.advance(ctx, msg.GetConversationId(), msg.GetSeq())

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -18,7 +19,7 @@ import (
 	"github.com/parley-chat/parley/gen/go/parley/v1/parleyv1connect"
 )
 
-const benchHelp = `Usage: parley bench -target URL -workload w1|w4|w5 [flags]
+const benchHelp = `Usage: parley bench -target URL -workload w1|w2|w3|w4|w5 [flags]
 
 Drives a running "parley serve" over the network with the gRPC protocol on
 h2c and prints a table (with -json, one JSON object instead). It registers
@@ -35,6 +36,12 @@ Workloads:
   w2  -pairs N [-step D -max-senders M -p99-limit L]: closed-loop senders
       over N conversations, doubled every step until p99 ack exceeds L;
       the highest sustained durable rate, loss checked by receivers
+  w3  -members N [-rate R -duration D -step S -max-rate M -deliver-limit L
+      -senders K]: one group of N members, each with a stream open; K
+      members send at R msg/s for D, then at doubling rates for S each
+      until p99 delivery exceeds L; deliveries/s and delivery latency from
+      the scheduled send time. Groups over 500 members need the server's
+      PARLEY_MAX_GROUP_MEMBERS raised
   w4  -messages M: M messages reach an offline user, who then subscribes
       from its cursor; time until the last one arrives
   w5  -streams N [-server-pid PID]: N idle Subscribe streams; server RSS
@@ -48,20 +55,24 @@ const limitsHint = "start the server with PARLEY_REGISTER_LIMIT_ADDRESS=0 PARLEY
 
 // benchConfig is what `parley bench` is told by its flags.
 type benchConfig struct {
-	target     string
-	workload   string
-	pairs      int
-	rate       float64
-	duration   time.Duration
-	messages   int
-	senders    int
-	streams    int
-	serverPID  int
-	setup      int
-	json       bool
-	step       time.Duration
-	maxSenders int
-	p99Limit   time.Duration
+	target       string
+	workload     string
+	pairs        int
+	rate         float64
+	duration     time.Duration
+	messages     int
+	senders      int
+	streams      int
+	serverPID    int
+	setup        int
+	json         bool
+	step         time.Duration
+	maxSenders   int
+	p99Limit     time.Duration
+	conns        int
+	members      int
+	maxRate      float64
+	deliverLimit time.Duration
 }
 
 func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
@@ -73,31 +84,42 @@ func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
 	}
 	var c benchConfig
 	fs.StringVar(&c.target, "target", "http://127.0.0.1:8080", "base URL of the server (h2c)")
-	fs.StringVar(&c.workload, "workload", "w1", "w1, w2, w4 or w5")
+	fs.StringVar(&c.workload, "workload", "w1", "w1, w2, w3, w4 or w5")
 	fs.IntVar(&c.pairs, "pairs", 10, "w1, w2: sender/receiver pairs (conversations)")
-	fs.Float64Var(&c.rate, "rate", 200, "w1: total messages per second over all pairs")
-	fs.DurationVar(&c.duration, "duration", 10*time.Second, "w1: how long to send")
+	fs.Float64Var(&c.rate, "rate", 200, "w1: total messages per second over all pairs; w3: the fixed rate into the group (default 20)")
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "w1, w3: how long to send at -rate")
+	fs.IntVar(&c.members, "members", 500, "w3: members of the group, each with a stream open")
+	fs.Float64Var(&c.maxRate, "max-rate", 2560, "w3: the highest rate the ramp tries, messages per second")
+	fs.DurationVar(&c.deliverLimit, "deliver-limit", 100*time.Millisecond, "w3: stop the ramp when p99 delivery latency exceeds this")
 	fs.IntVar(&c.messages, "messages", 10000, "w4: messages sent to the offline user")
-	fs.IntVar(&c.senders, "senders", 8, "w4: concurrent Sends during the burst")
+	fs.IntVar(&c.senders, "senders", 8, "w3: members who send; w4: concurrent Sends during the burst")
 	fs.IntVar(&c.streams, "streams", 1000, "w5: idle Subscribe streams to open")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "w5: server process id, to read its RSS (0: do not)")
-	fs.DurationVar(&c.step, "step", 5*time.Second, "w2: how long each level of concurrency runs")
+	fs.DurationVar(&c.step, "step", 5*time.Second, "w2, w3: how long each level of concurrency (w3: rate) runs")
 	fs.IntVar(&c.maxSenders, "max-senders", 512, "w2: the most concurrent senders to try")
 	fs.DurationVar(&c.p99Limit, "p99-limit", 50*time.Millisecond, "w2: stop when p99 ack latency exceeds this")
 	fs.IntVar(&c.setup, "setup-concurrency", 16, "concurrent calls while registering users and opening streams")
+	fs.IntVar(&c.conns, "conns", 32, "HTTP/2 connections the simulated users spread over, as devices have their own")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of a table")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	rateSet := false
+	fs.Visit(func(f *flag.Flag) { rateSet = rateSet || f.Name == "rate" })
+	if c.workload == "w3" && !rateSet {
+		c.rate = 20 // W3's figure of merit is latency at a modest group rate
+	}
 	switch {
-	case c.workload != "w1" && c.workload != "w2" && c.workload != "w4" && c.workload != "w5":
-		return c, fmt.Errorf("-workload must be w1, w2, w4 or w5, not %q", c.workload)
+	case c.workload != "w1" && c.workload != "w2" && c.workload != "w3" && c.workload != "w4" && c.workload != "w5":
+		return c, fmt.Errorf("-workload must be w1, w2, w3, w4 or w5, not %q", c.workload)
+	case c.members < 1 || c.maxRate <= 0 || c.deliverLimit <= 0:
+		return c, fmt.Errorf("-members, -max-rate and -deliver-limit must be positive")
 	case c.step <= 0 || c.maxSenders < 1 || c.p99Limit <= 0:
 		return c, fmt.Errorf("-step, -max-senders and -p99-limit must be positive")
 	case c.pairs < 1 || c.rate <= 0 || c.duration <= 0:
 		return c, fmt.Errorf("-pairs, -rate and -duration must be positive")
-	case c.messages < 1 || c.senders < 1 || c.streams < 1 || c.setup < 1:
-		return c, fmt.Errorf("-messages, -senders, -streams and -setup-concurrency must be positive")
+	case c.messages < 1 || c.senders < 1 || c.streams < 1 || c.setup < 1 || c.conns < 1:
+		return c, fmt.Errorf("-messages, -senders, -streams, -setup-concurrency and -conns must be positive")
 	}
 	c.target = strings.TrimRight(c.target, "/")
 	return c, nil
@@ -113,7 +135,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cl := newBenchClient(cfg.target)
+	cl := newBenchClient(cfg.target, cfg.conns)
 	defer cl.close()
 	var rep benchReport
 	switch cfg.workload {
@@ -121,6 +143,8 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rep, err = runW1(ctx, cl, cfg)
 	case "w2":
 		rep, err = runW2(ctx, cl, cfg)
+	case "w3":
+		rep, err = runW3(ctx, cl, cfg)
 	case "w4":
 		rep, err = runW4(ctx, cl, cfg)
 	case "w5":
@@ -141,33 +165,58 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// benchClient holds the generated clients over one h2c transport.
+// benchClient holds the generated clients over h2c transports: one for
+// set-up, and a pool of connections the users spread over.
 type benchClient struct {
 	tr     *http.Transport
 	auth   parleyv1connect.AuthServiceClient
 	msgs   parleyv1connect.MessagesServiceClient
+	groups parleyv1connect.GroupsServiceClient
 	prefix string
+
+	pool []*http.Transport
+	// poolMsgs[i] sends over pool[i]; newUser hands them out in turn.
+	poolMsgs []parleyv1connect.MessagesServiceClient
+	next     atomic.Uint64
 }
 
-func newBenchClient(target string) *benchClient {
+func newBenchClient(target string, conns int) *benchClient {
+	c := &benchClient{prefix: fmt.Sprintf("bn%08x", rand.Uint32())}
+	c.tr = h2cTransport()
+	hc := &http.Client{Transport: c.tr}
+	c.auth = parleyv1connect.NewAuthServiceClient(hc, target, connect.WithGRPC())
+	c.msgs = parleyv1connect.NewMessagesServiceClient(hc, target, connect.WithGRPC())
+	c.groups = parleyv1connect.NewGroupsServiceClient(hc, target, connect.WithGRPC())
+	for range conns {
+		// One connection per transport: an HTTP/2 transport multiplexes
+		// every call to a host over one connection while it can.
+		tr := h2cTransport()
+		c.pool = append(c.pool, tr)
+		c.poolMsgs = append(c.poolMsgs, parleyv1connect.NewMessagesServiceClient(&http.Client{Transport: tr}, target, connect.WithGRPC()))
+	}
+	return c
+}
+
+func h2cTransport() *http.Transport {
 	tr := &http.Transport{Protocols: new(http.Protocols), MaxIdleConnsPerHost: 64}
 	tr.Protocols.SetUnencryptedHTTP2(true)
-	hc := &http.Client{Transport: tr}
-	return &benchClient{
-		tr:     tr,
-		auth:   parleyv1connect.NewAuthServiceClient(hc, target, connect.WithGRPC()),
-		msgs:   parleyv1connect.NewMessagesServiceClient(hc, target, connect.WithGRPC()),
-		prefix: fmt.Sprintf("bn%08x", rand.Uint32()),
-	}
+	return tr
 }
 
-func (c *benchClient) close() { c.tr.CloseIdleConnections() }
+func (c *benchClient) close() {
+	c.tr.CloseIdleConnections()
+	for _, tr := range c.pool {
+		tr.CloseIdleConnections()
+	}
+}
 
 // benchUser is a registered, logged-in user.
 type benchUser struct {
 	id    string
 	name  string
 	token string
+	// msgs is the user's connection, as a device has its own.
+	msgs parleyv1connect.MessagesServiceClient
 }
 
 // authed returns a context whose calls carry the user's access token. Each
@@ -200,7 +249,10 @@ func (c *benchClient) newUser(ctx context.Context, name string) (benchUser, erro
 	if err != nil {
 		return benchUser{}, limitError("log in "+name, err)
 	}
-	u := benchUser{id: reg.GetUser().GetId(), name: name, token: login.GetTokens().GetAccessToken()}
+	u := benchUser{
+		id: reg.GetUser().GetId(), name: name, token: login.GetTokens().GetAccessToken(),
+		msgs: c.poolMsgs[c.next.Add(1)%uint64(len(c.poolMsgs))],
+	}
 	if _, err := c.auth.UpdatePrivacy(u.authed(ctx), &parleyv1.UpdatePrivacyRequest{MessagePrivacy: parleyv1.MessagePrivacy_MESSAGE_PRIVACY_EVERYONE}); err != nil {
 		return benchUser{}, fmt.Errorf("update privacy of %s: %w", name, err)
 	}
@@ -218,7 +270,7 @@ func limitError(what string, err error) error {
 
 // directConversation creates (or finds) the conversation between from and to.
 func (c *benchClient) directConversation(ctx context.Context, from, to benchUser) (string, error) {
-	res, err := c.msgs.CreateDirectConversation(from.authed(ctx), &parleyv1.CreateDirectConversationRequest{UserId: to.id})
+	res, err := from.msgs.CreateDirectConversation(from.authed(ctx), &parleyv1.CreateDirectConversationRequest{UserId: to.id})
 	if err != nil {
 		return "", fmt.Errorf("create conversation %s→%s: %w", from.name, to.name, err)
 	}
@@ -227,7 +279,7 @@ func (c *benchClient) directConversation(ctx context.Context, from, to benchUser
 
 // send sends one text message into a conversation and returns its seq.
 func (c *benchClient) send(ctx context.Context, from benchUser, convID, clientMsgID string) (int64, error) {
-	res, err := c.msgs.Send(from.authed(ctx), &parleyv1.SendRequest{
+	res, err := from.msgs.Send(from.authed(ctx), &parleyv1.SendRequest{
 		ClientMsgId: clientMsgID,
 		Target:      &parleyv1.SendRequest_ConversationId{ConversationId: convID},
 		Content:     &parleyv1.SendRequest_Text{Text: &parleyv1.TextContent{Body: "bench " + clientMsgID}},

@@ -42,7 +42,7 @@ func (c *benchClient) subscribe(ctx context.Context, u benchUser, cursors []*par
 
 func (s *subscriber) read(ctx context.Context, c *benchClient, u benchUser, cursors []*parleyv1.Cursor) {
 	defer close(s.done)
-	stream, err := c.msgs.Subscribe(u.authed(ctx), &parleyv1.SubscribeRequest{Cursors: cursors})
+	stream, err := u.msgs.Subscribe(u.authed(ctx), &parleyv1.SubscribeRequest{Cursors: cursors, BatchCatchUp: true})
 	if err != nil {
 		s.err = fmt.Errorf("subscribe %s: %w", u.name, err)
 		return
@@ -54,15 +54,29 @@ func (s *subscriber) read(ctx context.Context, c *benchClient, u benchUser, curs
 			s.heartbeats.Add(1)
 			s.liveOnce.Do(func() { close(s.live) })
 		}
-		if m := ev.GetMessage(); m != nil && s.convID != "" && m.GetConversationId() == s.convID {
-			s.got = append(s.got, delivery{seq: m.GetSeq(), clientMsgID: m.GetClientMsgId(), at: time.Now()})
-			if m.GetSeq() > s.lastSeq.Load() {
-				s.lastSeq.Store(m.GetSeq())
+		if m := ev.GetMessage(); m != nil {
+			s.record(m, time.Now())
+		}
+		if b := ev.GetMessageBatch(); b != nil {
+			now := time.Now()
+			for _, m := range b.GetMessages() {
+				s.record(m, now)
 			}
 		}
 	}
 	if err := stream.Err(); err != nil && ctx.Err() == nil {
 		s.err = fmt.Errorf("stream of %s: %w", u.name, err)
+	}
+}
+
+// record notes a message if it belongs to the conversation s watches.
+func (s *subscriber) record(m *parleyv1.Message, at time.Time) {
+	if s.convID == "" || m.GetConversationId() != s.convID {
+		return
+	}
+	s.got = append(s.got, delivery{seq: m.GetSeq(), clientMsgID: m.GetClientMsgId(), at: at})
+	if m.GetSeq() > s.lastSeq.Load() {
+		s.lastSeq.Store(m.GetSeq())
 	}
 }
 

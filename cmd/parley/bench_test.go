@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"strconv"
 	"testing"
@@ -80,6 +81,30 @@ func TestBench(t *testing.T) {
 		}
 	})
 
+	t.Run("w3 fans a group's messages out to every member once, in order", func(t *testing.T) {
+		const members = 6
+		var r w3Report
+		runBench(t, []string{"-target", url, "-workload", "w3", "-members", strconv.Itoa(members), "-senders", "2",
+			"-rate", "20", "-duration", "500ms", "-step", "250ms", "-max-rate", "80", "-deliver-limit", "10s"}, &r)
+		steps := append([]w3Step{r.Fixed}, r.Steps...)
+		if len(steps) != 3 || steps[1].Rate != 40 || steps[2].Rate != 80 {
+			t.Fatalf("runs %+v, want 20, 40 and 80 msg/s", steps)
+		}
+		acked := 0
+		for _, s := range steps {
+			if s.Errors != 0 || s.Acked == 0 || s.Deliveries != int64(members*s.Acked) || s.Deliver.P99 <= 0 || s.DeliveriesPerS <= 0 {
+				t.Fatalf("run %+v: want no errors and every ack delivered to all %d members", s, members)
+			}
+			acked += s.Acked
+		}
+		if d := r.Deliveries; d.Lost != 0 || d.Duplicates != 0 || d.OutOfOrder != 0 || d.Delivered != members*acked || r.StreamErrors != 0 {
+			t.Fatalf("deliveries %+v, stream errors %d (%s); want %d delivered once in order", d, r.StreamErrors, r.FirstError, members*acked)
+		}
+		if r.BestDeliveries <= 0 || r.BestRate != 80 {
+			t.Fatalf("best %v deliveries/s at %v msg/s, want > 0 at 80", r.BestDeliveries, r.BestRate)
+		}
+	})
+
 	t.Run("w4 catches an offline user up on every message", func(t *testing.T) {
 		var r w4Report
 		runBench(t, []string{"-target", url, "-workload", "w4", "-messages", "200"}, &r)
@@ -137,5 +162,48 @@ func TestCheckSeqs(t *testing.T) {
 	}
 	if c := checkSeqs(got, 3); c != want {
 		t.Errorf("checkSeqs(1,3,2,3 up to 3) = %+v, want %+v", c, want)
+	}
+}
+
+func TestW3HistogramPercentiles(t *testing.T) {
+	h := new(w3Histogram)
+	for i := 1; i <= 100; i++ {
+		h.add(time.Duration(i)*time.Millisecond - time.Microsecond)
+	}
+	got := h.latency()
+	want := latency{Count: 100, P50: 50, P95: 95, P99: 99, Max: 100}
+	if got != want {
+		t.Errorf("latency of 1..100 ms (less 1 µs each) = %+v, want %+v (each percentile at its 100 µs bucket's upper edge)", got, want)
+	}
+	h.add(time.Hour)
+	if got := h.latency(); got.Max != ms(50_001*w3Bucket) {
+		t.Errorf("max after a sample of an hour = %v ms, want the overflow bucket's edge", got.Max)
+	}
+}
+
+func TestW3IDCarriesStepAndTime(t *testing.T) {
+	at := time.Unix(1700000000, 123456789)
+	step, got, ok := parseW3ID(w3ID("bn0001", 3, 17, at))
+	if !ok || step != 3 || !got.Equal(at) {
+		t.Errorf("parseW3ID(w3ID(3, %v)) = %d, %v, %v; want 3, %v, true", at, step, got, ok, at)
+	}
+	if _, _, ok := parseW3ID("bn0001-42"); ok {
+		t.Error("parseW3ID of a W1 id succeeded, want false")
+	}
+}
+
+func TestBenchW3RateDefaultsTo20(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want float64
+	}{
+		{[]string{"-workload", "w3"}, 20},
+		{[]string{"-workload", "w3", "-rate", "50"}, 50},
+		{[]string{"-workload", "w1"}, 200},
+	} {
+		c, err := parseBenchConfig(tt.args, io.Discard)
+		if err != nil || c.rate != tt.want {
+			t.Errorf("parseBenchConfig(%v) rate = %v, %v; want %v", tt.args, c.rate, err, tt.want)
+		}
 	}
 }

@@ -104,6 +104,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.int(&c.server.AppendBatch, "append-batch", "PARLEY_APPEND_BATCH", def.AppendBatch, "most messages one Send transaction commits")
 	e.int(&c.server.StreamBuffer, "stream-buffer", "PARLEY_STREAM_BUFFER", def.StreamBuffer, "events a Subscribe stream may fall behind before it is closed")
 	e.duration(&c.server.HeartbeatInterval, "heartbeat", "PARLEY_HEARTBEAT", def.HeartbeatInterval, "interval of Subscribe heartbeats")
+	e.int(&c.server.MaxGroupMembers, "max-group-members", "PARLEY_MAX_GROUP_MEMBERS", def.MaxGroupMembers, "most members of one group, owner included")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -112,6 +113,9 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return c, fmt.Errorf("set both PARLEY_TLS_CERT and PARLEY_TLS_KEY, or neither")
+	}
+	if c.server.MaxGroupMembers < 1 {
+		return c, fmt.Errorf("PARLEY_MAX_GROUP_MEMBERS must be at least 1")
 	}
 	if argonPar == 0 || argonPar > 255 || argonIter == 0 || argonMem < 8*argonPar {
 		return c, fmt.Errorf("argon2 parameters out of range: memory ≥ 8×parallelism KiB, iterations ≥ 1, parallelism 1–255")

@@ -1154,7 +1154,8 @@ export const DissolveGroupResponseSchema: GenMessage<DissolveGroupResponse> = /*
  * GroupsService manages groups: their profile, settings, members, roles and
  * invite links. Each group has one conversation (kind GROUP) in MessagesService.
  *
- * A group has one owner, up to 10 admins and up to 500 members in all. Every
+ * A group has one owner, up to 10 admins and up to 500 members in all (the
+ * server's member limit, 500 unless configured otherwise). Every
  * change is written as a system message to the group's conversation (see
  * SystemContent), which is how members learn of it: a client refreshes its copy of
  * the group (GetGroup, ListMembers) when it sees one.
@@ -1231,7 +1232,7 @@ export const GroupsService: GenService<{
    * Any member may add their contacts, unless invites_restricted_to_admins is set.
    * Errors: PermissionDenied when invites are restricted and the caller is not the
    * owner or an admin, or when a user is not the caller's contact or blocked the
-   * caller; ResourceExhausted when the group would exceed 500 members.
+   * caller; ResourceExhausted when the group would exceed its member limit.
    *
    * @generated from rpc parley.v1.GroupsService.AddMembers
    */
@@ -1255,9 +1256,9 @@ export const GroupsService: GenService<{
   },
   /**
    * LeaveGroup takes the caller out of a group. Their history up to that point
-   * stays readable.
-   * Errors: FailedPrecondition when the caller is the owner (TransferOwnership or
-   * DissolveGroup first).
+   * stays readable. An owner who leaves passes ownership to the longest-standing
+   * admin, else the longest-standing member; the last member to leave dissolves
+   * the group.
    *
    * @generated from rpc parley.v1.GroupsService.LeaveGroup
    */

@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/messages.proto.
  */
 export const file_parley_v1_messages: GenFile = /*@__PURE__*/
-  fileDesc("ChhwYXJsZXkvdjEvbWVzc2FnZXMucHJvdG8SCXBhcmxleS52MSJBCgZDdXJzb3ISIQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgi6SAVyA7ABARIUCgNzZXEYAiABKANCB7pIBCICKAAirgMKC1NlbmRSZXF1ZXN0EiAKDWNsaWVudF9tc2dfaWQYASABKAlCCbpIBnIEEAEYQBIjCg9jb252ZXJzYXRpb25faWQYAiABKAlCCLpIBXIDsAEBSAASGwoHdXNlcl9pZBgDIAEoCUIIukgFcgOwAQFIABImCgR0ZXh0GAQgASgLMhYucGFybGV5LnYxLlRleHRDb250ZW50SAESKAoFaW1hZ2UYBSABKAsyFy5wYXJsZXkudjEuSW1hZ2VDb250ZW50SAESKAoFdm9pY2UYBiABKAsyFy5wYXJsZXkudjEuVm9pY2VDb250ZW50SAESKAoFdmlkZW8YByABKAsyFy5wYXJsZXkudjEuVmlkZW9Db250ZW50SAESJgoEZmlsZRgIIAEoCzIWLnBhcmxleS52MS5GaWxlQ29udGVudEgBEh0KDHJlcGx5X3RvX3NlcRgJIAEoA0IHukgEIgIoABIrChBtZW50aW9uX3VzZXJfaWRzGAogAygJQhG6SA6SAQsQMhgBIgVyA7ABAUIPCgZ0YXJnZXQSBbpIAggBQhAKB2NvbnRlbnQSBbpIAggBIp4BCgxTZW5kUmVzcG9uc2USFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxISCgptZXNzYWdlX2lkGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIjCgdtZXNzYWdlGAUgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UisAEKEFN1YnNjcmliZVJlcXVlc3QSmwEKB2N1cnNvcnMYASADKAsyES5wYXJsZXkudjEuQ3Vyc29yQne6SHS6AWsKDmN1cnNvcnMudW5pcXVlEjBjdXJzb3JzIG11c3QgbmFtZSBlYWNoIGNvbnZlcnNhdGlvbiBhdCBtb3N0IG9uY2UaJ3RoaXMubWFwKGMsIGMuY29udmVyc2F0aW9uX2lkKS51bmlxdWUoKZIBAxCIJyL5AgoRU3Vic2NyaWJlUmVzcG9uc2USJQoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlSAASNAoMY29udmVyc2F0aW9uGAIgASgLMhwucGFybGV5LnYxLkNvbnZlcnNhdGlvbkV2ZW50SAASJAoEcmVhZBgDIAEoCzIULnBhcmxleS52MS5SZWFkRXZlbnRIABIoCgZ0eXBpbmcYBCABKAsyFi5wYXJsZXkudjEuVHlwaW5nRXZlbnRIABIsCghwcmVzZW5jZRgFIAEoCzIYLnBhcmxleS52MS5QcmVzZW5jZUV2ZW50SAASKgoHY29udGFjdBgGIAEoCzIXLnBhcmxleS52MS5Db250YWN0RXZlbnRIABIkCgRjYWxsGAcgASgLMhQucGFybGV5LnYxLkNhbGxFdmVudEgAEi4KCWhlYXJ0YmVhdBgIIAEoCzIZLnBhcmxleS52MS5IZWFydGJlYXRFdmVudEgAQgcKBWV2ZW50IqsBChFDb252ZXJzYXRpb25FdmVudBItCgVhZGRlZBgBIAEoCzIcLnBhcmxleS52MS5Db252ZXJzYXRpb25BZGRlZEgAEioKB3VwZGF0ZWQYAiABKAsyFy5wYXJsZXkudjEuQ29udmVyc2F0aW9uSAASMQoHcmVtb3ZlZBgDIAEoCzIeLnBhcmxleS52MS5Db252ZXJzYXRpb25SZW1vdmVkSABCCAoGY2hhbmdlIm8KEUNvbnZlcnNhdGlvbkFkZGVkEi0KDGNvbnZlcnNhdGlvbhgBIAEoCzIXLnBhcmxleS52MS5Db252ZXJzYXRpb24SKwoPbGF0ZXN0X21lc3NhZ2VzGAIgAygLMhIucGFybGV5LnYxLk1lc3NhZ2UiLgoTQ29udmVyc2F0aW9uUmVtb3ZlZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkiQgoJUmVhZEV2ZW50EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEgsKA3NlcRgDIAEoAyJHCgtUeXBpbmdFdmVudBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIOCgZ0eXBpbmcYAyABKAgiZAoNUHJlc2VuY2VFdmVudBIPCgd1c2VyX2lkGAEgASgJEg4KBm9ubGluZRgCIAEoCBIyCg5sYXN0X3NlZW5fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi4wEKDENvbnRhY3RFdmVudBIyCg5mcmllbmRfcmVxdWVzdBgBIAEoCzIYLnBhcmxleS52MS5GcmllbmRSZXF1ZXN0SAASJQoHY29udGFjdBgCIAEoCzISLnBhcmxleS52MS5Db250YWN0SAASIQoXcmVtb3ZlZF9jb250YWN0X3VzZXJfaWQYAyABKAlIABIuCgxibG9ja2VkX3VzZXIYBCABKAsyFi5wYXJsZXkudjEuQmxvY2tlZFVzZXJIABIbChF1bmJsb2NrZWRfdXNlcl9pZBgFIAEoCUgAQggKBmNoYW5nZSKAAQoJQ2FsbEV2ZW50EiMKCGluY29taW5nGAEgASgLMg8ucGFybGV5LnYxLkNhbGxIABIiCgd1cGRhdGVkGAIgASgLMg8ucGFybGV5LnYxLkNhbGxIABIgCgVlbmRlZBgDIAEoCzIPLnBhcmxleS52MS5DYWxsSABCCAoGY2hhbmdlIpQBCg5IZWFydGJlYXRFdmVudBIvCgtzZXJ2ZXJfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJAoJcG9zaXRpb25zGAMgAygLMhEucGFybGV5LnYxLkN1cnNvciLGAQoLU3luY1JlcXVlc3QSmwEKB2N1cnNvcnMYASADKAsyES5wYXJsZXkudjEuQ3Vyc29yQne6SHS6AWsKDmN1cnNvcnMudW5pcXVlEjBjdXJzb3JzIG11c3QgbmFtZSBlYWNoIGNvbnZlcnNhdGlvbiBhdCBtb3N0IG9uY2UaJ3RoaXMubWFwKGMsIGMuY29udmVyc2F0aW9uX2lkKS51bmlxdWUoKZIBAxCIJxIZCgVsaW1pdBgCIAEoBUIKukgHGgUY6AcoACK+AQoMU3luY1Jlc3BvbnNlEiQKCG1lc3NhZ2VzGAEgAygLMhIucGFybGV5LnYxLk1lc3NhZ2USLgoNY29udmVyc2F0aW9ucxgCIAMoCzIXLnBhcmxleS52MS5Db252ZXJzYXRpb24SIAoYcmVtb3ZlZF9jb252ZXJzYXRpb25faWRzGAMgAygJEiQKCXBvc2l0aW9ucxgEIAMoCzIRLnBhcmxleS52MS5DdXJzb3ISEAoIaGFzX21vcmUYBSABKAginAEKE0xpc3RNZXNzYWdlc1JlcXVlc3QSIQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgi6SAVyA7ABARIdCgpiZWZvcmVfc2VxGAIgASgDQge6SAQiAiAASAASHAoJYWZ0ZXJfc2VxGAMgASgDQge6SAQiAigASAASGQoFbGltaXQYBCABKAVCCrpIBxoFGMgBKABCCgoIcG9zaXRpb24iTgoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USJAoIbWVzc2FnZXMYASADKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIQCghoYXNfbW9yZRgCIAEoCCJXChhMaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRjIASgAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIACImQKGUxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2USLgoNY29udmVyc2F0aW9ucxgBIAMoCzIXLnBhcmxleS52MS5Db252ZXJzYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjsKFkdldENvbnZlcnNhdGlvblJlcXVlc3QSIQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgi6SAVyA7ABASJIChdHZXRDb252ZXJzYXRpb25SZXNwb25zZRItCgxjb252ZXJzYXRpb24YASABKAsyFy5wYXJsZXkudjEuQ29udmVyc2F0aW9uIjwKH0NyZWF0ZURpcmVjdENvbnZlcnNhdGlvblJlcXVlc3QSGQoHdXNlcl9pZBgBIAEoCUIIukgFcgOwAQEiUQogQ3JlYXRlRGlyZWN0Q29udmVyc2F0aW9uUmVzcG9uc2USLQoMY29udmVyc2F0aW9uGAEgASgLMhcucGFybGV5LnYxLkNvbnZlcnNhdGlvbiJKCg9NYXJrUmVhZFJlcXVlc3QSIQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgi6SAVyA7ABARIUCgNzZXEYAiABKANCB7pIBCICIAAiOgoQTWFya1JlYWRSZXNwb25zZRIQCghyZWFkX3NlcRgBIAEoAxIUCgx1bnJlYWRfY291bnQYAiABKAMiUQoWR2V0UmVhZFJlY2VpcHRzUmVxdWVzdBIhCg9jb252ZXJzYXRpb25faWQYASABKAlCCLpIBXIDsAEBEhQKA3NlcRgCIAEoA0IHukgEIgIgACJKChdHZXRSZWFkUmVjZWlwdHNSZXNwb25zZRISCgpyZWFkZXJfaWRzGAEgAygJEhsKE3VucmVhZF9tZW1iZXJfY291bnQYAiABKAUiSAoNUmVjYWxsUmVxdWVzdBIhCg9jb252ZXJzYXRpb25faWQYASABKAlCCLpIBXIDsAEBEhQKA3NlcRgCIAEoA0IHukgEIgIgACI0Cg5SZWNhbGxSZXNwb25zZRIiCgZyZWNhbGwYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSKNAQoSRGVsZXRlRm9yTWVSZXF1ZXN0EiEKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIIukgFcgOwAQESHgoEc2VxcxgCIAMoA0IQukgNkgEKEGQYASIEIgIgABIaCgl1cF90b19zZXEYAyABKANCB7pIBCICIAA6GLpIFSITCgRzZXFzCgl1cF90b19zZXEQASJEChNEZWxldGVGb3JNZVJlc3BvbnNlEi0KDGNvbnZlcnNhdGlvbhgBIAEoCzIXLnBhcmxleS52MS5Db252ZXJzYXRpb24iRgoRU2VuZFR5cGluZ1JlcXVlc3QSIQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgi6SAVyA7ABARIOCgZ0eXBpbmcYAiABKAgiFAoSU2VuZFR5cGluZ1Jlc3BvbnNlIoQBCiFVcGRhdGVDb252ZXJzYXRpb25TZXR0aW5nc1JlcXVlc3QSIQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgi6SAVyA7ABARISCgVtdXRlZBgCIAEoCEgAiAEBEhMKBnBpbm5lZBgDIAEoCEgBiAEBQggKBl9tdXRlZEIJCgdfcGlubmVkIlMKIlVwZGF0ZUNvbnZlcnNhdGlvblNldHRpbmdzUmVzcG9uc2USLQoMY29udmVyc2F0aW9uGAEgASgLMhcucGFybGV5LnYxLkNvbnZlcnNhdGlvbjLYCAoPTWVzc2FnZXNTZXJ2aWNlEjcKBFNlbmQSFi5wYXJsZXkudjEuU2VuZFJlcXVlc3QaFy5wYXJsZXkudjEuU2VuZFJlc3BvbnNlEkgKCVN1YnNjcmliZRIbLnBhcmxleS52MS5TdWJzY3JpYmVSZXF1ZXN0GhwucGFybGV5LnYxLlN1YnNjcmliZVJlc3BvbnNlMAESPAoEU3luYxIWLnBhcmxleS52MS5TeW5jUmVxdWVzdBoXLnBhcmxleS52MS5TeW5jUmVzcG9uc2UiA5ACARJUCgxMaXN0TWVzc2FnZXMSHi5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBofLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXNwb25zZSIDkAIBEmMKEUxpc3RDb252ZXJzYXRpb25zEiMucGFybGV5LnYxLkxpc3RDb252ZXJzYXRpb25zUmVxdWVzdBokLnBhcmxleS52MS5MaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlIgOQAgESXQoPR2V0Q29udmVyc2F0aW9uEiEucGFybGV5LnYxLkdldENvbnZlcnNhdGlvblJlcXVlc3QaIi5wYXJsZXkudjEuR2V0Q29udmVyc2F0aW9uUmVzcG9uc2UiA5ACARJzChhDcmVhdGVEaXJlY3RDb252ZXJzYXRpb24SKi5wYXJsZXkudjEuQ3JlYXRlRGlyZWN0Q29udmVyc2F0aW9uUmVxdWVzdBorLnBhcmxleS52MS5DcmVhdGVEaXJlY3RDb252ZXJzYXRpb25SZXNwb25zZRJDCghNYXJrUmVhZBIaLnBhcmxleS52MS5NYXJrUmVhZFJlcXVlc3QaGy5wYXJsZXkudjEuTWFya1JlYWRSZXNwb25zZRJdCg9HZXRSZWFkUmVjZWlwdHMSIS5wYXJsZXkudjEuR2V0UmVhZFJlY2VpcHRzUmVxdWVzdBoiLnBhcmxleS52MS5HZXRSZWFkUmVjZWlwdHNSZXNwb25zZSIDkAIBEj0KBlJlY2FsbBIYLnBhcmxleS52MS5SZWNhbGxSZXF1ZXN0GhkucGFybGV5LnYxLlJlY2FsbFJlc3BvbnNlEkwKC0RlbGV0ZUZvck1lEh0ucGFybGV5LnYxLkRlbGV0ZUZvck1lUmVxdWVzdBoeLnBhcmxleS52MS5EZWxldGVGb3JNZVJlc3BvbnNlEkkKClNlbmRUeXBpbmcSHC5wYXJsZXkudjEuU2VuZFR5cGluZ1JlcXVlc3QaHS5wYXJsZXkudjEuU2VuZFR5cGluZ1Jlc3BvbnNlEnkKGlVwZGF0ZUNvbnZlcnNhdGlvblNldHRpbmdzEiwucGFybGV5LnYxLlVwZGF0ZUNvbnZlcnNhdGlvblNldHRpbmdzUmVxdWVzdBotLnBhcmxleS52MS5VcGRhdGVDb252ZXJzYXRpb25TZXR0aW5nc1Jlc3BvbnNlQpwBCg1jb20ucGFybGV5LnYxQg1NZXNzYWdlc1Byb3RvUAFaN2dpdGh1Yi5jb20vcGFybGV5LWNoYXQvcGFybGV5L2dlbi9nby9wYXJsZXkvdjE7cGFybGV5djGiAgNQWFiqAglQYXJsZXkuVjHKAglQYXJsZXlcVjHiAhVQYXJsZXlcVjFcR1BCTWV0YWRhdGHqAgpQYXJsZXk6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_parley_v1_calls, file_parley_v1_contacts, file_parley_v1_types]);
+  fileDesc("ChhwYXJsZXkvdjEvbWVzc2FnZXMucHJvdG8SCXBhcmxleS52MSJBCgZDdXJzb3ISIQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgi6SAVyA7ABARIUCgNzZXEYAiABKANCB7pIBCICKAAirgMKC1NlbmRSZXF1ZXN0EiAKDWNsaWVudF9tc2dfaWQYASABKAlCCbpIBnIEEAEYQBIjCg9jb252ZXJzYXRpb25faWQYAiABKAlCCLpIBXIDsAEBSAASGwoHdXNlcl9pZBgDIAEoCUIIukgFcgOwAQFIABImCgR0ZXh0GAQgASgLMhYucGFybGV5LnYxLlRleHRDb250ZW50SAESKAoFaW1hZ2UYBSABKAsyFy5wYXJsZXkudjEuSW1hZ2VDb250ZW50SAESKAoFdm9pY2UYBiABKAsyFy5wYXJsZXkudjEuVm9pY2VDb250ZW50SAESKAoFdmlkZW8YByABKAsyFy5wYXJsZXkudjEuVmlkZW9Db250ZW50SAESJgoEZmlsZRgIIAEoCzIWLnBhcmxleS52MS5GaWxlQ29udGVudEgBEh0KDHJlcGx5X3RvX3NlcRgJIAEoA0IHukgEIgIoABIrChBtZW50aW9uX3VzZXJfaWRzGAogAygJQhG6SA6SAQsQMhgBIgVyA7ABAUIPCgZ0YXJnZXQSBbpIAggBQhAKB2NvbnRlbnQSBbpIAggBIp4BCgxTZW5kUmVzcG9uc2USFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxISCgptZXNzYWdlX2lkGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIjCgdtZXNzYWdlGAUgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiyAEKEFN1YnNjcmliZVJlcXVlc3QSmwEKB2N1cnNvcnMYASADKAsyES5wYXJsZXkudjEuQ3Vyc29yQne6SHS6AWsKDmN1cnNvcnMudW5pcXVlEjBjdXJzb3JzIG11c3QgbmFtZSBlYWNoIGNvbnZlcnNhdGlvbiBhdCBtb3N0IG9uY2UaJ3RoaXMubWFwKGMsIGMuY29udmVyc2F0aW9uX2lkKS51bmlxdWUoKZIBAxCIJxIWCg5iYXRjaF9jYXRjaF91cBgCIAEoCCKrAwoRU3Vic2NyaWJlUmVzcG9uc2USJQoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlSAASNAoMY29udmVyc2F0aW9uGAIgASgLMhwucGFybGV5LnYxLkNvbnZlcnNhdGlvbkV2ZW50SAASJAoEcmVhZBgDIAEoCzIULnBhcmxleS52MS5SZWFkRXZlbnRIABIoCgZ0eXBpbmcYBCABKAsyFi5wYXJsZXkudjEuVHlwaW5nRXZlbnRIABIsCghwcmVzZW5jZRgFIAEoCzIYLnBhcmxleS52MS5QcmVzZW5jZUV2ZW50SAASKgoHY29udGFjdBgGIAEoCzIXLnBhcmxleS52MS5Db250YWN0RXZlbnRIABIkCgRjYWxsGAcgASgLMhQucGFybGV5LnYxLkNhbGxFdmVudEgAEi4KCWhlYXJ0YmVhdBgIIAEoCzIZLnBhcmxleS52MS5IZWFydGJlYXRFdmVudEgAEjAKDW1lc3NhZ2VfYmF0Y2gYCSABKAsyFy5wYXJsZXkudjEuTWVzc2FnZUJhdGNoSABCBwoFZXZlbnQiNAoMTWVzc2FnZUJhdGNoEiQKCG1lc3NhZ2VzGAEgAygLMhIucGFybGV5LnYxLk1lc3NhZ2UiqwEKEUNvbnZlcnNhdGlvbkV2ZW50Ei0KBWFkZGVkGAEgASgLMhwucGFybGV5LnYxLkNvbnZlcnNhdGlvbkFkZGVkSAASKgoHdXBkYXRlZBgCIAEoCzIXLnBhcmxleS52MS5Db252ZXJzYXRpb25IABIxCgdyZW1vdmVkGAMgASgLMh4ucGFybGV5LnYxLkNvbnZlcnNhdGlvblJlbW92ZWRIAEIICgZjaGFuZ2UibwoRQ29udmVyc2F0aW9uQWRkZWQSLQoMY29udmVyc2F0aW9uGAEgASgLMhcucGFybGV5LnYxLkNvbnZlcnNhdGlvbhIrCg9sYXRlc3RfbWVzc2FnZXMYAiADKAsyEi5wYXJsZXkudjEuTWVzc2FnZSIuChNDb252ZXJzYXRpb25SZW1vdmVkEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSJCCglSZWFkRXZlbnQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSCwoDc2VxGAMgASgDIkcKC1R5cGluZ0V2ZW50EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg4KBnR5cGluZxgDIAEoCCJkCg1QcmVzZW5jZUV2ZW50Eg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEjIKDmxhc3Rfc2Vlbl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLjAQoMQ29udGFjdEV2ZW50EjIKDmZyaWVuZF9yZXF1ZXN0GAEgASgLMhgucGFybGV5LnYxLkZyaWVuZFJlcXVlc3RIABIlCgdjb250YWN0GAIgASgLMhIucGFybGV5LnYxLkNvbnRhY3RIABIhChdyZW1vdmVkX2NvbnRhY3RfdXNlcl9pZBgDIAEoCUgAEi4KDGJsb2NrZWRfdXNlchgEIAEoCzIWLnBhcmxleS52MS5CbG9ja2VkVXNlckgAEhsKEXVuYmxvY2tlZF91c2VyX2lkGAUgASgJSABCCAoGY2hhbmdlIoABCglDYWxsRXZlbnQSIwoIaW5jb21pbmcYASABKAsyDy5wYXJsZXkudjEuQ2FsbEgAEiIKB3VwZGF0ZWQYAiABKAsyDy5wYXJsZXkudjEuQ2FsbEgAEiAKBWVuZGVkGAMgASgLMg8ucGFybGV5LnYxLkNhbGxIAEIICgZjaGFuZ2UilAEKDkhlYXJ0YmVhdEV2ZW50Ei8KC3NlcnZlcl90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghpbnRlcnZhbBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIkCglwb3NpdGlvbnMYAyADKAsyES5wYXJsZXkudjEuQ3Vyc29yIsYBCgtTeW5jUmVxdWVzdBKbAQoHY3Vyc29ycxgBIAMoCzIRLnBhcmxleS52MS5DdXJzb3JCd7pIdLoBawoOY3Vyc29ycy51bmlxdWUSMGN1cnNvcnMgbXVzdCBuYW1lIGVhY2ggY29udmVyc2F0aW9uIGF0IG1vc3Qgb25jZRondGhpcy5tYXAoYywgYy5jb252ZXJzYXRpb25faWQpLnVuaXF1ZSgpkgEDEIgnEhkKBWxpbWl0GAIgASgFQgq6SAcaBRjoBygAIr4BCgxTeW5jUmVzcG9uc2USJAoIbWVzc2FnZXMYASADKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIuCg1jb252ZXJzYXRpb25zGAIgAygLMhcucGFybGV5LnYxLkNvbnZlcnNhdGlvbhIgChhyZW1vdmVkX2NvbnZlcnNhdGlvbl9pZHMYAyADKAkSJAoJcG9zaXRpb25zGAQgAygLMhEucGFybGV5LnYxLkN1cnNvchIQCghoYXNfbW9yZRgFIAEoCCKcAQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIhCg9jb252ZXJzYXRpb25faWQYASABKAlCCLpIBXIDsAEBEh0KCmJlZm9yZV9zZXEYAiABKANCB7pIBCICIABIABIcCglhZnRlcl9zZXEYAyABKANCB7pIBCICKABIABIZCgVsaW1pdBgEIAEoBUIKukgHGgUYyAEoAEIKCghwb3NpdGlvbiJOChRMaXN0TWVzc2FnZXNSZXNwb25zZRIkCghtZXNzYWdlcxgBIAMoCzISLnBhcmxleS52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAIgASgIIlcKGExpc3RDb252ZXJzYXRpb25zUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGMgBKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAIiZAoZTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZRIuCg1jb252ZXJzYXRpb25zGAEgAygLMhcucGFybGV5LnYxLkNvbnZlcnNhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOwoWR2V0Q29udmVyc2F0aW9uUmVxdWVzdBIhCg9jb252ZXJzYXRpb25faWQYASABKAlCCLpIBXIDsAEBIkgKF0dldENvbnZlcnNhdGlvblJlc3BvbnNlEi0KDGNvbnZlcnNhdGlvbhgBIAEoCzIXLnBhcmxleS52MS5Db252ZXJzYXRpb24iPAofQ3JlYXRlRGlyZWN0Q29udmVyc2F0aW9uUmVxdWVzdBIZCgd1c2VyX2lkGAEgASgJQgi6SAVyA7ABASJRCiBDcmVhdGVEaXJlY3RDb252ZXJzYXRpb25SZXNwb25zZRItCgxjb252ZXJzYXRpb24YASABKAsyFy5wYXJsZXkudjEuQ29udmVyc2F0aW9uIkoKD01hcmtSZWFkUmVxdWVzdBIhCg9jb252ZXJzYXRpb25faWQYASABKAlCCLpIBXIDsAEBEhQKA3NlcRgCIAEoA0IHukgEIgIgACI6ChBNYXJrUmVhZFJlc3BvbnNlEhAKCHJlYWRfc2VxGAEgASgDEhQKDHVucmVhZF9jb3VudBgCIAEoAyJRChZHZXRSZWFkUmVjZWlwdHNSZXF1ZXN0EiEKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIIukgFcgOwAQESFAoDc2VxGAIgASgDQge6SAQiAiAAIkoKF0dldFJlYWRSZWNlaXB0c1Jlc3BvbnNlEhIKCnJlYWRlcl9pZHMYASADKAkSGwoTdW5yZWFkX21lbWJlcl9jb3VudBgCIAEoBSJICg1SZWNhbGxSZXF1ZXN0EiEKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIIukgFcgOwAQESFAoDc2VxGAIgASgDQge6SAQiAiAAIjQKDlJlY2FsbFJlc3BvbnNlEiIKBnJlY2FsbBgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIo0BChJEZWxldGVGb3JNZVJlcXVlc3QSIQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgi6SAVyA7ABARIeCgRzZXFzGAIgAygDQhC6SA2SAQoQZBgBIgQiAiAAEhoKCXVwX3RvX3NlcRgDIAEoA0IHukgEIgIgADoYukgVIhMKBHNlcXMKCXVwX3RvX3NlcRABIkQKE0RlbGV0ZUZvck1lUmVzcG9uc2USLQoMY29udmVyc2F0aW9uGAEgASgLMhcucGFybGV5LnYxLkNvbnZlcnNhdGlvbiJGChFTZW5kVHlwaW5nUmVxdWVzdBIhCg9jb252ZXJzYXRpb25faWQYASABKAlCCLpIBXIDsAEBEg4KBnR5cGluZxgCIAEoCCIUChJTZW5kVHlwaW5nUmVzcG9uc2UihAEKIVVwZGF0ZUNvbnZlcnNhdGlvblNldHRpbmdzUmVxdWVzdBIhCg9jb252ZXJzYXRpb25faWQYASABKAlCCLpIBXIDsAEBEhIKBW11dGVkGAIgASgISACIAQESEwoGcGlubmVkGAMgASgISAGIAQFCCAoGX211dGVkQgkKB19waW5uZWQiUwoiVXBkYXRlQ29udmVyc2F0aW9uU2V0dGluZ3NSZXNwb25zZRItCgxjb252ZXJzYXRpb24YASABKAsyFy5wYXJsZXkudjEuQ29udmVyc2F0aW9uMtgICg9NZXNzYWdlc1NlcnZpY2USNwoEU2VuZBIWLnBhcmxleS52MS5TZW5kUmVxdWVzdBoXLnBhcmxleS52MS5TZW5kUmVzcG9uc2USSAoJU3Vic2NyaWJlEhsucGFybGV5LnYxLlN1YnNjcmliZVJlcXVlc3QaHC5wYXJsZXkudjEuU3Vic2NyaWJlUmVzcG9uc2UwARI8CgRTeW5jEhYucGFybGV5LnYxLlN5bmNSZXF1ZXN0GhcucGFybGV5LnYxLlN5bmNSZXNwb25zZSIDkAIBElQKDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIgOQAgESYwoRTGlzdENvbnZlcnNhdGlvbnMSIy5wYXJsZXkudjEuTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0GiQucGFybGV5LnYxLkxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2UiA5ACARJdCg9HZXRDb252ZXJzYXRpb24SIS5wYXJsZXkudjEuR2V0Q29udmVyc2F0aW9uUmVxdWVzdBoiLnBhcmxleS52MS5HZXRDb252ZXJzYXRpb25SZXNwb25zZSIDkAIBEnMKGENyZWF0ZURpcmVjdENvbnZlcnNhdGlvbhIqLnBhcmxleS52MS5DcmVhdGVEaXJlY3RDb252ZXJzYXRpb25SZXF1ZXN0GisucGFybGV5LnYxLkNyZWF0ZURpcmVjdENvbnZlcnNhdGlvblJlc3BvbnNlEkMKCE1hcmtSZWFkEhoucGFybGV5LnYxLk1hcmtSZWFkUmVxdWVzdBobLnBhcmxleS52MS5NYXJrUmVhZFJlc3BvbnNlEl0KD0dldFJlYWRSZWNlaXB0cxIhLnBhcmxleS52MS5HZXRSZWFkUmVjZWlwdHNSZXF1ZXN0GiIucGFybGV5LnYxLkdldFJlYWRSZWNlaXB0c1Jlc3BvbnNlIgOQAgESPQoGUmVjYWxsEhgucGFybGV5LnYxLlJlY2FsbFJlcXVlc3QaGS5wYXJsZXkudjEuUmVjYWxsUmVzcG9uc2USTAoLRGVsZXRlRm9yTWUSHS5wYXJsZXkudjEuRGVsZXRlRm9yTWVSZXF1ZXN0Gh4ucGFybGV5LnYxLkRlbGV0ZUZvck1lUmVzcG9uc2USSQoKU2VuZFR5cGluZxIcLnBhcmxleS52MS5TZW5kVHlwaW5nUmVxdWVzdBodLnBhcmxleS52MS5TZW5kVHlwaW5nUmVzcG9uc2USeQoaVXBkYXRlQ29udmVyc2F0aW9uU2V0dGluZ3MSLC5wYXJsZXkudjEuVXBkYXRlQ29udmVyc2F0aW9uU2V0dGluZ3NSZXF1ZXN0Gi0ucGFybGV5LnYxLlVwZGF0ZUNvbnZlcnNhdGlvblNldHRpbmdzUmVzcG9uc2VCnAEKDWNvbS5wYXJsZXkudjFCDU1lc3NhZ2VzUHJvdG9QAVo3Z2l0aHViLmNvbS9wYXJsZXktY2hhdC9wYXJsZXkvZ2VuL2dvL3BhcmxleS92MTtwYXJsZXl2MaICA1BYWKoCCVBhcmxleS5WMcoCCVBhcmxleVxWMeICFVBhcmxleVxWMVxHUEJNZXRhZGF0YeoCClBhcmxleTo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_parley_v1_calls, file_parley_v1_contacts, file_parley_v1_types]);
 
 /**
  * Cursor is a position in one conversation's log.
@@ -225,6 +225,17 @@ export type SubscribeRequest = Message<"parley.v1.SubscribeRequest"> & {
    * @generated from field: repeated parley.v1.Cursor cursors = 1;
    */
   cursors: Cursor[];
+
+  /**
+   * batch_catch_up asks for the entries the server reads from the record
+   * (those after the cursors, and any gap a lost live event leaves) as
+   * message_batch events of up to 256 consecutive entries, instead of one
+   * message event each. A long catch-up arrives many times faster. Live
+   * entries still arrive one by one as message events.
+   *
+   * @generated from field: bool batch_catch_up = 2;
+   */
+  batchCatchUp: boolean;
 };
 
 /**
@@ -312,6 +323,16 @@ export type SubscribeResponse = Message<"parley.v1.SubscribeResponse"> & {
      */
     value: HeartbeatEvent;
     case: "heartbeat";
+  } | {
+    /**
+     * message_batch is a run of consecutive entries of one conversation, in
+     * seq order, sent during catch-up to streams that set batch_catch_up. The
+     * client's cursor for the conversation moves to the last entry's seq.
+     *
+     * @generated from field: parley.v1.MessageBatch message_batch = 9;
+     */
+    value: MessageBatch;
+    case: "messageBatch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -321,6 +342,27 @@ export type SubscribeResponse = Message<"parley.v1.SubscribeResponse"> & {
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
   messageDesc(file_parley_v1_messages, 4);
+
+/**
+ * MessageBatch is a run of consecutive entries of one conversation.
+ *
+ * @generated from message parley.v1.MessageBatch
+ */
+export type MessageBatch = Message<"parley.v1.MessageBatch"> & {
+  /**
+   * messages are the entries, oldest first, without gaps.
+   *
+   * @generated from field: repeated parley.v1.Message messages = 1;
+   */
+  messages: Message$1[];
+};
+
+/**
+ * Describes the message parley.v1.MessageBatch.
+ * Use `create(MessageBatchSchema)` to create a new message.
+ */
+export const MessageBatchSchema: GenMessage<MessageBatch> = /*@__PURE__*/
+  messageDesc(file_parley_v1_messages, 5);
 
 /**
  * ConversationEvent is a change to the caller's view of a conversation.
@@ -372,7 +414,7 @@ export type ConversationEvent = Message<"parley.v1.ConversationEvent"> & {
  * Use `create(ConversationEventSchema)` to create a new message.
  */
 export const ConversationEventSchema: GenMessage<ConversationEvent> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 5);
+  messageDesc(file_parley_v1_messages, 6);
 
 /**
  * ConversationAdded carries a conversation new to the client.
@@ -402,7 +444,7 @@ export type ConversationAdded = Message<"parley.v1.ConversationAdded"> & {
  * Use `create(ConversationAddedSchema)` to create a new message.
  */
 export const ConversationAddedSchema: GenMessage<ConversationAdded> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 6);
+  messageDesc(file_parley_v1_messages, 7);
 
 /**
  * ConversationRemoved names a conversation the caller can no longer see.
@@ -423,7 +465,7 @@ export type ConversationRemoved = Message<"parley.v1.ConversationRemoved"> & {
  * Use `create(ConversationRemovedSchema)` to create a new message.
  */
 export const ConversationRemovedSchema: GenMessage<ConversationRemoved> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 7);
+  messageDesc(file_parley_v1_messages, 8);
 
 /**
  * ReadEvent is a read receipt: a member's read cursor moved forward. Receivers
@@ -462,7 +504,7 @@ export type ReadEvent = Message<"parley.v1.ReadEvent"> & {
  * Use `create(ReadEventSchema)` to create a new message.
  */
 export const ReadEventSchema: GenMessage<ReadEvent> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 8);
+  messageDesc(file_parley_v1_messages, 9);
 
 /**
  * TypingEvent is a member starting or stopping typing.
@@ -498,7 +540,7 @@ export type TypingEvent = Message<"parley.v1.TypingEvent"> & {
  * Use `create(TypingEventSchema)` to create a new message.
  */
 export const TypingEventSchema: GenMessage<TypingEvent> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 9);
+  messageDesc(file_parley_v1_messages, 10);
 
 /**
  * PresenceEvent is a contact coming online or going offline. A user is online
@@ -536,7 +578,7 @@ export type PresenceEvent = Message<"parley.v1.PresenceEvent"> & {
  * Use `create(PresenceEventSchema)` to create a new message.
  */
 export const PresenceEventSchema: GenMessage<PresenceEvent> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 10);
+  messageDesc(file_parley_v1_messages, 11);
 
 /**
  * ContactEvent mirrors, live, a change to the lists that ListFriendRequests,
@@ -602,7 +644,7 @@ export type ContactEvent = Message<"parley.v1.ContactEvent"> & {
  * Use `create(ContactEventSchema)` to create a new message.
  */
 export const ContactEventSchema: GenMessage<ContactEvent> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 11);
+  messageDesc(file_parley_v1_messages, 12);
 
 /**
  * CallEvent is a call ringing, changing or ending, sent to the current members of
@@ -654,7 +696,7 @@ export type CallEvent = Message<"parley.v1.CallEvent"> & {
  * Use `create(CallEventSchema)` to create a new message.
  */
 export const CallEventSchema: GenMessage<CallEvent> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 12);
+  messageDesc(file_parley_v1_messages, 13);
 
 /**
  * HeartbeatEvent keeps the stream alive and lets the client notice a lost event.
@@ -693,7 +735,7 @@ export type HeartbeatEvent = Message<"parley.v1.HeartbeatEvent"> & {
  * Use `create(HeartbeatEventSchema)` to create a new message.
  */
 export const HeartbeatEventSchema: GenMessage<HeartbeatEvent> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 13);
+  messageDesc(file_parley_v1_messages, 14);
 
 /**
  * SyncRequest carries the client's cursors.
@@ -722,7 +764,7 @@ export type SyncRequest = Message<"parley.v1.SyncRequest"> & {
  * Use `create(SyncRequestSchema)` to create a new message.
  */
 export const SyncRequestSchema: GenMessage<SyncRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 14);
+  messageDesc(file_parley_v1_messages, 15);
 
 /**
  * SyncResponse is one page of changes since the client's cursors.
@@ -777,7 +819,7 @@ export type SyncResponse = Message<"parley.v1.SyncResponse"> & {
  * Use `create(SyncResponseSchema)` to create a new message.
  */
 export const SyncResponseSchema: GenMessage<SyncResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 15);
+  messageDesc(file_parley_v1_messages, 16);
 
 /**
  * ListMessagesRequest names the conversation and the page wanted.
@@ -829,7 +871,7 @@ export type ListMessagesRequest = Message<"parley.v1.ListMessagesRequest"> & {
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 16);
+  messageDesc(file_parley_v1_messages, 17);
 
 /**
  * ListMessagesResponse is one page of history.
@@ -859,7 +901,7 @@ export type ListMessagesResponse = Message<"parley.v1.ListMessagesResponse"> & {
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 17);
+  messageDesc(file_parley_v1_messages, 18);
 
 /**
  * ListConversationsRequest is a page position.
@@ -887,7 +929,7 @@ export type ListConversationsRequest = Message<"parley.v1.ListConversationsReque
  * Use `create(ListConversationsRequestSchema)` to create a new message.
  */
 export const ListConversationsRequestSchema: GenMessage<ListConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 18);
+  messageDesc(file_parley_v1_messages, 19);
 
 /**
  * ListConversationsResponse is one page of conversations.
@@ -916,7 +958,7 @@ export type ListConversationsResponse = Message<"parley.v1.ListConversationsResp
  * Use `create(ListConversationsResponseSchema)` to create a new message.
  */
 export const ListConversationsResponseSchema: GenMessage<ListConversationsResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 19);
+  messageDesc(file_parley_v1_messages, 20);
 
 /**
  * GetConversationRequest names the conversation.
@@ -937,7 +979,7 @@ export type GetConversationRequest = Message<"parley.v1.GetConversationRequest">
  * Use `create(GetConversationRequestSchema)` to create a new message.
  */
 export const GetConversationRequestSchema: GenMessage<GetConversationRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 20);
+  messageDesc(file_parley_v1_messages, 21);
 
 /**
  * GetConversationResponse carries the conversation.
@@ -958,7 +1000,7 @@ export type GetConversationResponse = Message<"parley.v1.GetConversationResponse
  * Use `create(GetConversationResponseSchema)` to create a new message.
  */
 export const GetConversationResponseSchema: GenMessage<GetConversationResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 21);
+  messageDesc(file_parley_v1_messages, 22);
 
 /**
  * CreateDirectConversationRequest names the other user.
@@ -979,7 +1021,7 @@ export type CreateDirectConversationRequest = Message<"parley.v1.CreateDirectCon
  * Use `create(CreateDirectConversationRequestSchema)` to create a new message.
  */
 export const CreateDirectConversationRequestSchema: GenMessage<CreateDirectConversationRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 22);
+  messageDesc(file_parley_v1_messages, 23);
 
 /**
  * CreateDirectConversationResponse carries the direct conversation.
@@ -1000,7 +1042,7 @@ export type CreateDirectConversationResponse = Message<"parley.v1.CreateDirectCo
  * Use `create(CreateDirectConversationResponseSchema)` to create a new message.
  */
 export const CreateDirectConversationResponseSchema: GenMessage<CreateDirectConversationResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 23);
+  messageDesc(file_parley_v1_messages, 24);
 
 /**
  * MarkReadRequest names the conversation and how far the caller has read.
@@ -1028,7 +1070,7 @@ export type MarkReadRequest = Message<"parley.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 24);
+  messageDesc(file_parley_v1_messages, 25);
 
 /**
  * MarkReadResponse is the caller's read state after the call.
@@ -1057,7 +1099,7 @@ export type MarkReadResponse = Message<"parley.v1.MarkReadResponse"> & {
  * Use `create(MarkReadResponseSchema)` to create a new message.
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 25);
+  messageDesc(file_parley_v1_messages, 26);
 
 /**
  * GetReadReceiptsRequest names the message.
@@ -1085,7 +1127,7 @@ export type GetReadReceiptsRequest = Message<"parley.v1.GetReadReceiptsRequest">
  * Use `create(GetReadReceiptsRequestSchema)` to create a new message.
  */
 export const GetReadReceiptsRequestSchema: GenMessage<GetReadReceiptsRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 26);
+  messageDesc(file_parley_v1_messages, 27);
 
 /**
  * GetReadReceiptsResponse says who has read the message.
@@ -1115,7 +1157,7 @@ export type GetReadReceiptsResponse = Message<"parley.v1.GetReadReceiptsResponse
  * Use `create(GetReadReceiptsResponseSchema)` to create a new message.
  */
 export const GetReadReceiptsResponseSchema: GenMessage<GetReadReceiptsResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 27);
+  messageDesc(file_parley_v1_messages, 28);
 
 /**
  * RecallRequest names the message to recall.
@@ -1143,7 +1185,7 @@ export type RecallRequest = Message<"parley.v1.RecallRequest"> & {
  * Use `create(RecallRequestSchema)` to create a new message.
  */
 export const RecallRequestSchema: GenMessage<RecallRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 28);
+  messageDesc(file_parley_v1_messages, 29);
 
 /**
  * RecallResponse carries the recall's log entry.
@@ -1164,7 +1206,7 @@ export type RecallResponse = Message<"parley.v1.RecallResponse"> & {
  * Use `create(RecallResponseSchema)` to create a new message.
  */
 export const RecallResponseSchema: GenMessage<RecallResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 29);
+  messageDesc(file_parley_v1_messages, 30);
 
 /**
  * DeleteForMeRequest names the messages to hide from the caller: exactly one of
@@ -1201,7 +1243,7 @@ export type DeleteForMeRequest = Message<"parley.v1.DeleteForMeRequest"> & {
  * Use `create(DeleteForMeRequestSchema)` to create a new message.
  */
 export const DeleteForMeRequestSchema: GenMessage<DeleteForMeRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 30);
+  messageDesc(file_parley_v1_messages, 31);
 
 /**
  * DeleteForMeResponse is the caller's view after the change.
@@ -1223,7 +1265,7 @@ export type DeleteForMeResponse = Message<"parley.v1.DeleteForMeResponse"> & {
  * Use `create(DeleteForMeResponseSchema)` to create a new message.
  */
 export const DeleteForMeResponseSchema: GenMessage<DeleteForMeResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 31);
+  messageDesc(file_parley_v1_messages, 32);
 
 /**
  * SendTypingRequest says whether the caller is typing.
@@ -1251,7 +1293,7 @@ export type SendTypingRequest = Message<"parley.v1.SendTypingRequest"> & {
  * Use `create(SendTypingRequestSchema)` to create a new message.
  */
 export const SendTypingRequestSchema: GenMessage<SendTypingRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 32);
+  messageDesc(file_parley_v1_messages, 33);
 
 /**
  * SendTypingResponse is empty.
@@ -1266,7 +1308,7 @@ export type SendTypingResponse = Message<"parley.v1.SendTypingResponse"> & {
  * Use `create(SendTypingResponseSchema)` to create a new message.
  */
 export const SendTypingResponseSchema: GenMessage<SendTypingResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 33);
+  messageDesc(file_parley_v1_messages, 34);
 
 /**
  * UpdateConversationSettingsRequest carries the settings to change; absent
@@ -1302,7 +1344,7 @@ export type UpdateConversationSettingsRequest = Message<"parley.v1.UpdateConvers
  * Use `create(UpdateConversationSettingsRequestSchema)` to create a new message.
  */
 export const UpdateConversationSettingsRequestSchema: GenMessage<UpdateConversationSettingsRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 34);
+  messageDesc(file_parley_v1_messages, 35);
 
 /**
  * UpdateConversationSettingsResponse is the conversation after the change.
@@ -1323,7 +1365,7 @@ export type UpdateConversationSettingsResponse = Message<"parley.v1.UpdateConver
  * Use `create(UpdateConversationSettingsResponseSchema)` to create a new message.
  */
 export const UpdateConversationSettingsResponseSchema: GenMessage<UpdateConversationSettingsResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_messages, 35);
+  messageDesc(file_parley_v1_messages, 36);
 
 /**
  * MessagesService sends, delivers and syncs messages, and keeps the caller's

@@ -390,7 +390,13 @@ type SubscribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// cursors are the last seqs the client has, at most one per conversation and
 	// at most 5000 in all.
-	Cursors       []*Cursor `protobuf:"bytes,1,rep,name=cursors,proto3" json:"cursors,omitempty"`
+	Cursors []*Cursor `protobuf:"bytes,1,rep,name=cursors,proto3" json:"cursors,omitempty"`
+	// batch_catch_up asks for the entries the server reads from the record
+	// (those after the cursors, and any gap a lost live event leaves) as
+	// message_batch events of up to 256 consecutive entries, instead of one
+	// message event each. A long catch-up arrives many times faster. Live
+	// entries still arrive one by one as message events.
+	BatchCatchUp  bool `protobuf:"varint,2,opt,name=batch_catch_up,json=batchCatchUp,proto3" json:"batch_catch_up,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -432,6 +438,13 @@ func (x *SubscribeRequest) GetCursors() []*Cursor {
 	return nil
 }
 
+func (x *SubscribeRequest) GetBatchCatchUp() bool {
+	if x != nil {
+		return x.BatchCatchUp
+	}
+	return false
+}
+
 // SubscribeResponse is one event.
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -447,6 +460,7 @@ type SubscribeResponse struct {
 	//	*SubscribeResponse_Contact
 	//	*SubscribeResponse_Call
 	//	*SubscribeResponse_Heartbeat
+	//	*SubscribeResponse_MessageBatch
 	Event         isSubscribeResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -561,6 +575,15 @@ func (x *SubscribeResponse) GetHeartbeat() *HeartbeatEvent {
 	return nil
 }
 
+func (x *SubscribeResponse) GetMessageBatch() *MessageBatch {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeResponse_MessageBatch); ok {
+			return x.MessageBatch
+		}
+	}
+	return nil
+}
+
 type isSubscribeResponse_Event interface {
 	isSubscribeResponse_Event()
 }
@@ -608,6 +631,13 @@ type SubscribeResponse_Heartbeat struct {
 	Heartbeat *HeartbeatEvent `protobuf:"bytes,8,opt,name=heartbeat,proto3,oneof"`
 }
 
+type SubscribeResponse_MessageBatch struct {
+	// message_batch is a run of consecutive entries of one conversation, in
+	// seq order, sent during catch-up to streams that set batch_catch_up. The
+	// client's cursor for the conversation moves to the last entry's seq.
+	MessageBatch *MessageBatch `protobuf:"bytes,9,opt,name=message_batch,json=messageBatch,proto3,oneof"`
+}
+
 func (*SubscribeResponse_Message) isSubscribeResponse_Event() {}
 
 func (*SubscribeResponse_Conversation) isSubscribeResponse_Event() {}
@@ -623,6 +653,54 @@ func (*SubscribeResponse_Contact) isSubscribeResponse_Event() {}
 func (*SubscribeResponse_Call) isSubscribeResponse_Event() {}
 
 func (*SubscribeResponse_Heartbeat) isSubscribeResponse_Event() {}
+
+func (*SubscribeResponse_MessageBatch) isSubscribeResponse_Event() {}
+
+// MessageBatch is a run of consecutive entries of one conversation.
+type MessageBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// messages are the entries, oldest first, without gaps.
+	Messages      []*Message `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageBatch) Reset() {
+	*x = MessageBatch{}
+	mi := &file_parley_v1_messages_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageBatch) ProtoMessage() {}
+
+func (x *MessageBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_messages_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageBatch.ProtoReflect.Descriptor instead.
+func (*MessageBatch) Descriptor() ([]byte, []int) {
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MessageBatch) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
 
 // ConversationEvent is a change to the caller's view of a conversation.
 type ConversationEvent struct {
@@ -641,7 +719,7 @@ type ConversationEvent struct {
 
 func (x *ConversationEvent) Reset() {
 	*x = ConversationEvent{}
-	mi := &file_parley_v1_messages_proto_msgTypes[5]
+	mi := &file_parley_v1_messages_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +731,7 @@ func (x *ConversationEvent) String() string {
 func (*ConversationEvent) ProtoMessage() {}
 
 func (x *ConversationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[5]
+	mi := &file_parley_v1_messages_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +744,7 @@ func (x *ConversationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationEvent.ProtoReflect.Descriptor instead.
 func (*ConversationEvent) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConversationEvent) GetChange() isConversationEvent_Change {
@@ -750,7 +828,7 @@ type ConversationAdded struct {
 
 func (x *ConversationAdded) Reset() {
 	*x = ConversationAdded{}
-	mi := &file_parley_v1_messages_proto_msgTypes[6]
+	mi := &file_parley_v1_messages_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +840,7 @@ func (x *ConversationAdded) String() string {
 func (*ConversationAdded) ProtoMessage() {}
 
 func (x *ConversationAdded) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[6]
+	mi := &file_parley_v1_messages_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +853,7 @@ func (x *ConversationAdded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationAdded.ProtoReflect.Descriptor instead.
 func (*ConversationAdded) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConversationAdded) GetConversation() *Conversation {
@@ -803,7 +881,7 @@ type ConversationRemoved struct {
 
 func (x *ConversationRemoved) Reset() {
 	*x = ConversationRemoved{}
-	mi := &file_parley_v1_messages_proto_msgTypes[7]
+	mi := &file_parley_v1_messages_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +893,7 @@ func (x *ConversationRemoved) String() string {
 func (*ConversationRemoved) ProtoMessage() {}
 
 func (x *ConversationRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[7]
+	mi := &file_parley_v1_messages_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +906,7 @@ func (x *ConversationRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationRemoved.ProtoReflect.Descriptor instead.
 func (*ConversationRemoved) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConversationRemoved) GetConversationId() string {
@@ -857,7 +935,7 @@ type ReadEvent struct {
 
 func (x *ReadEvent) Reset() {
 	*x = ReadEvent{}
-	mi := &file_parley_v1_messages_proto_msgTypes[8]
+	mi := &file_parley_v1_messages_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +947,7 @@ func (x *ReadEvent) String() string {
 func (*ReadEvent) ProtoMessage() {}
 
 func (x *ReadEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[8]
+	mi := &file_parley_v1_messages_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +960,7 @@ func (x *ReadEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadEvent.ProtoReflect.Descriptor instead.
 func (*ReadEvent) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadEvent) GetConversationId() string {
@@ -922,7 +1000,7 @@ type TypingEvent struct {
 
 func (x *TypingEvent) Reset() {
 	*x = TypingEvent{}
-	mi := &file_parley_v1_messages_proto_msgTypes[9]
+	mi := &file_parley_v1_messages_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1012,7 @@ func (x *TypingEvent) String() string {
 func (*TypingEvent) ProtoMessage() {}
 
 func (x *TypingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[9]
+	mi := &file_parley_v1_messages_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1025,7 @@ func (x *TypingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypingEvent.ProtoReflect.Descriptor instead.
 func (*TypingEvent) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TypingEvent) GetConversationId() string {
@@ -989,7 +1067,7 @@ type PresenceEvent struct {
 
 func (x *PresenceEvent) Reset() {
 	*x = PresenceEvent{}
-	mi := &file_parley_v1_messages_proto_msgTypes[10]
+	mi := &file_parley_v1_messages_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1079,7 @@ func (x *PresenceEvent) String() string {
 func (*PresenceEvent) ProtoMessage() {}
 
 func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[10]
+	mi := &file_parley_v1_messages_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1092,7 @@ func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
 func (*PresenceEvent) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PresenceEvent) GetUserId() string {
@@ -1060,7 +1138,7 @@ type ContactEvent struct {
 
 func (x *ContactEvent) Reset() {
 	*x = ContactEvent{}
-	mi := &file_parley_v1_messages_proto_msgTypes[11]
+	mi := &file_parley_v1_messages_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1150,7 @@ func (x *ContactEvent) String() string {
 func (*ContactEvent) ProtoMessage() {}
 
 func (x *ContactEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[11]
+	mi := &file_parley_v1_messages_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1163,7 @@ func (x *ContactEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContactEvent.ProtoReflect.Descriptor instead.
 func (*ContactEvent) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ContactEvent) GetChange() isContactEvent_Change {
@@ -1201,7 +1279,7 @@ type CallEvent struct {
 
 func (x *CallEvent) Reset() {
 	*x = CallEvent{}
-	mi := &file_parley_v1_messages_proto_msgTypes[12]
+	mi := &file_parley_v1_messages_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1291,7 @@ func (x *CallEvent) String() string {
 func (*CallEvent) ProtoMessage() {}
 
 func (x *CallEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[12]
+	mi := &file_parley_v1_messages_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1304,7 @@ func (x *CallEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallEvent.ProtoReflect.Descriptor instead.
 func (*CallEvent) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CallEvent) GetChange() isCallEvent_Change {
@@ -1311,7 +1389,7 @@ type HeartbeatEvent struct {
 
 func (x *HeartbeatEvent) Reset() {
 	*x = HeartbeatEvent{}
-	mi := &file_parley_v1_messages_proto_msgTypes[13]
+	mi := &file_parley_v1_messages_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1401,7 @@ func (x *HeartbeatEvent) String() string {
 func (*HeartbeatEvent) ProtoMessage() {}
 
 func (x *HeartbeatEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[13]
+	mi := &file_parley_v1_messages_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1414,7 @@ func (x *HeartbeatEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatEvent.ProtoReflect.Descriptor instead.
 func (*HeartbeatEvent) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HeartbeatEvent) GetServerTime() *timestamppb.Timestamp {
@@ -1374,7 +1452,7 @@ type SyncRequest struct {
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_parley_v1_messages_proto_msgTypes[14]
+	mi := &file_parley_v1_messages_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1464,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[14]
+	mi := &file_parley_v1_messages_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1477,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SyncRequest) GetCursors() []*Cursor {
@@ -1441,7 +1519,7 @@ type SyncResponse struct {
 
 func (x *SyncResponse) Reset() {
 	*x = SyncResponse{}
-	mi := &file_parley_v1_messages_proto_msgTypes[15]
+	mi := &file_parley_v1_messages_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1531,7 @@ func (x *SyncResponse) String() string {
 func (*SyncResponse) ProtoMessage() {}
 
 func (x *SyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[15]
+	mi := &file_parley_v1_messages_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1544,7 @@ func (x *SyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
 func (*SyncResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SyncResponse) GetMessages() []*Message {
@@ -1524,7 +1602,7 @@ type ListMessagesRequest struct {
 
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
-	mi := &file_parley_v1_messages_proto_msgTypes[16]
+	mi := &file_parley_v1_messages_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1614,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[16]
+	mi := &file_parley_v1_messages_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1627,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListMessagesRequest) GetConversationId() string {
@@ -1625,7 +1703,7 @@ type ListMessagesResponse struct {
 
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
-	mi := &file_parley_v1_messages_proto_msgTypes[17]
+	mi := &file_parley_v1_messages_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +1715,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[17]
+	mi := &file_parley_v1_messages_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +1728,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{17}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -1680,7 +1758,7 @@ type ListConversationsRequest struct {
 
 func (x *ListConversationsRequest) Reset() {
 	*x = ListConversationsRequest{}
-	mi := &file_parley_v1_messages_proto_msgTypes[18]
+	mi := &file_parley_v1_messages_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1770,7 @@ func (x *ListConversationsRequest) String() string {
 func (*ListConversationsRequest) ProtoMessage() {}
 
 func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[18]
+	mi := &file_parley_v1_messages_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1783,7 @@ func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsRequest.ProtoReflect.Descriptor instead.
 func (*ListConversationsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{18}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListConversationsRequest) GetPageSize() int32 {
@@ -1736,7 +1814,7 @@ type ListConversationsResponse struct {
 
 func (x *ListConversationsResponse) Reset() {
 	*x = ListConversationsResponse{}
-	mi := &file_parley_v1_messages_proto_msgTypes[19]
+	mi := &file_parley_v1_messages_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1826,7 @@ func (x *ListConversationsResponse) String() string {
 func (*ListConversationsResponse) ProtoMessage() {}
 
 func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[19]
+	mi := &file_parley_v1_messages_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1839,7 @@ func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsResponse.ProtoReflect.Descriptor instead.
 func (*ListConversationsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{19}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListConversationsResponse) GetConversations() []*Conversation {
@@ -1789,7 +1867,7 @@ type GetConversationRequest struct {
 
 func (x *GetConversationRequest) Reset() {
 	*x = GetConversationRequest{}
-	mi := &file_parley_v1_messages_proto_msgTypes[20]
+	mi := &file_parley_v1_messages_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +1879,7 @@ func (x *GetConversationRequest) String() string {
 func (*GetConversationRequest) ProtoMessage() {}
 
 func (x *GetConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[20]
+	mi := &file_parley_v1_messages_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +1892,7 @@ func (x *GetConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConversationRequest.ProtoReflect.Descriptor instead.
 func (*GetConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{20}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetConversationRequest) GetConversationId() string {
@@ -1835,7 +1913,7 @@ type GetConversationResponse struct {
 
 func (x *GetConversationResponse) Reset() {
 	*x = GetConversationResponse{}
-	mi := &file_parley_v1_messages_proto_msgTypes[21]
+	mi := &file_parley_v1_messages_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +1925,7 @@ func (x *GetConversationResponse) String() string {
 func (*GetConversationResponse) ProtoMessage() {}
 
 func (x *GetConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[21]
+	mi := &file_parley_v1_messages_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +1938,7 @@ func (x *GetConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConversationResponse.ProtoReflect.Descriptor instead.
 func (*GetConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{21}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetConversationResponse) GetConversation() *Conversation {
@@ -1881,7 +1959,7 @@ type CreateDirectConversationRequest struct {
 
 func (x *CreateDirectConversationRequest) Reset() {
 	*x = CreateDirectConversationRequest{}
-	mi := &file_parley_v1_messages_proto_msgTypes[22]
+	mi := &file_parley_v1_messages_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +1971,7 @@ func (x *CreateDirectConversationRequest) String() string {
 func (*CreateDirectConversationRequest) ProtoMessage() {}
 
 func (x *CreateDirectConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[22]
+	mi := &file_parley_v1_messages_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +1984,7 @@ func (x *CreateDirectConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDirectConversationRequest.ProtoReflect.Descriptor instead.
 func (*CreateDirectConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{22}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateDirectConversationRequest) GetUserId() string {
@@ -1927,7 +2005,7 @@ type CreateDirectConversationResponse struct {
 
 func (x *CreateDirectConversationResponse) Reset() {
 	*x = CreateDirectConversationResponse{}
-	mi := &file_parley_v1_messages_proto_msgTypes[23]
+	mi := &file_parley_v1_messages_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2017,7 @@ func (x *CreateDirectConversationResponse) String() string {
 func (*CreateDirectConversationResponse) ProtoMessage() {}
 
 func (x *CreateDirectConversationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[23]
+	mi := &file_parley_v1_messages_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2030,7 @@ func (x *CreateDirectConversationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDirectConversationResponse.ProtoReflect.Descriptor instead.
 func (*CreateDirectConversationResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{23}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateDirectConversationResponse) GetConversation() *Conversation {
@@ -1975,7 +2053,7 @@ type MarkReadRequest struct {
 
 func (x *MarkReadRequest) Reset() {
 	*x = MarkReadRequest{}
-	mi := &file_parley_v1_messages_proto_msgTypes[24]
+	mi := &file_parley_v1_messages_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2065,7 @@ func (x *MarkReadRequest) String() string {
 func (*MarkReadRequest) ProtoMessage() {}
 
 func (x *MarkReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[24]
+	mi := &file_parley_v1_messages_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2078,7 @@ func (x *MarkReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkReadRequest.ProtoReflect.Descriptor instead.
 func (*MarkReadRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{24}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MarkReadRequest) GetConversationId() string {
@@ -2031,7 +2109,7 @@ type MarkReadResponse struct {
 
 func (x *MarkReadResponse) Reset() {
 	*x = MarkReadResponse{}
-	mi := &file_parley_v1_messages_proto_msgTypes[25]
+	mi := &file_parley_v1_messages_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2043,7 +2121,7 @@ func (x *MarkReadResponse) String() string {
 func (*MarkReadResponse) ProtoMessage() {}
 
 func (x *MarkReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[25]
+	mi := &file_parley_v1_messages_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2056,7 +2134,7 @@ func (x *MarkReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkReadResponse.ProtoReflect.Descriptor instead.
 func (*MarkReadResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{25}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MarkReadResponse) GetReadSeq() int64 {
@@ -2086,7 +2164,7 @@ type GetReadReceiptsRequest struct {
 
 func (x *GetReadReceiptsRequest) Reset() {
 	*x = GetReadReceiptsRequest{}
-	mi := &file_parley_v1_messages_proto_msgTypes[26]
+	mi := &file_parley_v1_messages_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2176,7 @@ func (x *GetReadReceiptsRequest) String() string {
 func (*GetReadReceiptsRequest) ProtoMessage() {}
 
 func (x *GetReadReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[26]
+	mi := &file_parley_v1_messages_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2189,7 @@ func (x *GetReadReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReadReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*GetReadReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{26}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetReadReceiptsRequest) GetConversationId() string {
@@ -2143,7 +2221,7 @@ type GetReadReceiptsResponse struct {
 
 func (x *GetReadReceiptsResponse) Reset() {
 	*x = GetReadReceiptsResponse{}
-	mi := &file_parley_v1_messages_proto_msgTypes[27]
+	mi := &file_parley_v1_messages_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2233,7 @@ func (x *GetReadReceiptsResponse) String() string {
 func (*GetReadReceiptsResponse) ProtoMessage() {}
 
 func (x *GetReadReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[27]
+	mi := &file_parley_v1_messages_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2246,7 @@ func (x *GetReadReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReadReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*GetReadReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{27}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetReadReceiptsResponse) GetReaderIds() []string {
@@ -2198,7 +2276,7 @@ type RecallRequest struct {
 
 func (x *RecallRequest) Reset() {
 	*x = RecallRequest{}
-	mi := &file_parley_v1_messages_proto_msgTypes[28]
+	mi := &file_parley_v1_messages_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2288,7 @@ func (x *RecallRequest) String() string {
 func (*RecallRequest) ProtoMessage() {}
 
 func (x *RecallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[28]
+	mi := &file_parley_v1_messages_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2301,7 @@ func (x *RecallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecallRequest.ProtoReflect.Descriptor instead.
 func (*RecallRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{28}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RecallRequest) GetConversationId() string {
@@ -2251,7 +2329,7 @@ type RecallResponse struct {
 
 func (x *RecallResponse) Reset() {
 	*x = RecallResponse{}
-	mi := &file_parley_v1_messages_proto_msgTypes[29]
+	mi := &file_parley_v1_messages_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2263,7 +2341,7 @@ func (x *RecallResponse) String() string {
 func (*RecallResponse) ProtoMessage() {}
 
 func (x *RecallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[29]
+	mi := &file_parley_v1_messages_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2276,7 +2354,7 @@ func (x *RecallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecallResponse.ProtoReflect.Descriptor instead.
 func (*RecallResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{29}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RecallResponse) GetRecall() *Message {
@@ -2303,7 +2381,7 @@ type DeleteForMeRequest struct {
 
 func (x *DeleteForMeRequest) Reset() {
 	*x = DeleteForMeRequest{}
-	mi := &file_parley_v1_messages_proto_msgTypes[30]
+	mi := &file_parley_v1_messages_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +2393,7 @@ func (x *DeleteForMeRequest) String() string {
 func (*DeleteForMeRequest) ProtoMessage() {}
 
 func (x *DeleteForMeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[30]
+	mi := &file_parley_v1_messages_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +2406,7 @@ func (x *DeleteForMeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteForMeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteForMeRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{30}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeleteForMeRequest) GetConversationId() string {
@@ -2364,7 +2442,7 @@ type DeleteForMeResponse struct {
 
 func (x *DeleteForMeResponse) Reset() {
 	*x = DeleteForMeResponse{}
-	mi := &file_parley_v1_messages_proto_msgTypes[31]
+	mi := &file_parley_v1_messages_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2454,7 @@ func (x *DeleteForMeResponse) String() string {
 func (*DeleteForMeResponse) ProtoMessage() {}
 
 func (x *DeleteForMeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[31]
+	mi := &file_parley_v1_messages_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2467,7 @@ func (x *DeleteForMeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteForMeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteForMeResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{31}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeleteForMeResponse) GetConversation() *Conversation {
@@ -2412,7 +2490,7 @@ type SendTypingRequest struct {
 
 func (x *SendTypingRequest) Reset() {
 	*x = SendTypingRequest{}
-	mi := &file_parley_v1_messages_proto_msgTypes[32]
+	mi := &file_parley_v1_messages_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2502,7 @@ func (x *SendTypingRequest) String() string {
 func (*SendTypingRequest) ProtoMessage() {}
 
 func (x *SendTypingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[32]
+	mi := &file_parley_v1_messages_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2515,7 @@ func (x *SendTypingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTypingRequest.ProtoReflect.Descriptor instead.
 func (*SendTypingRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{32}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SendTypingRequest) GetConversationId() string {
@@ -2463,7 +2541,7 @@ type SendTypingResponse struct {
 
 func (x *SendTypingResponse) Reset() {
 	*x = SendTypingResponse{}
-	mi := &file_parley_v1_messages_proto_msgTypes[33]
+	mi := &file_parley_v1_messages_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2475,7 +2553,7 @@ func (x *SendTypingResponse) String() string {
 func (*SendTypingResponse) ProtoMessage() {}
 
 func (x *SendTypingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[33]
+	mi := &file_parley_v1_messages_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2488,7 +2566,7 @@ func (x *SendTypingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTypingResponse.ProtoReflect.Descriptor instead.
 func (*SendTypingResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{33}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{34}
 }
 
 // UpdateConversationSettingsRequest carries the settings to change; absent
@@ -2507,7 +2585,7 @@ type UpdateConversationSettingsRequest struct {
 
 func (x *UpdateConversationSettingsRequest) Reset() {
 	*x = UpdateConversationSettingsRequest{}
-	mi := &file_parley_v1_messages_proto_msgTypes[34]
+	mi := &file_parley_v1_messages_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2597,7 @@ func (x *UpdateConversationSettingsRequest) String() string {
 func (*UpdateConversationSettingsRequest) ProtoMessage() {}
 
 func (x *UpdateConversationSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[34]
+	mi := &file_parley_v1_messages_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2610,7 @@ func (x *UpdateConversationSettingsRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use UpdateConversationSettingsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateConversationSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{34}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UpdateConversationSettingsRequest) GetConversationId() string {
@@ -2567,7 +2645,7 @@ type UpdateConversationSettingsResponse struct {
 
 func (x *UpdateConversationSettingsResponse) Reset() {
 	*x = UpdateConversationSettingsResponse{}
-	mi := &file_parley_v1_messages_proto_msgTypes[35]
+	mi := &file_parley_v1_messages_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +2657,7 @@ func (x *UpdateConversationSettingsResponse) String() string {
 func (*UpdateConversationSettingsResponse) ProtoMessage() {}
 
 func (x *UpdateConversationSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_messages_proto_msgTypes[35]
+	mi := &file_parley_v1_messages_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +2670,7 @@ func (x *UpdateConversationSettingsResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use UpdateConversationSettingsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateConversationSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_messages_proto_rawDescGZIP(), []int{35}
+	return file_parley_v1_messages_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UpdateConversationSettingsResponse) GetConversation() *Conversation {
@@ -2632,10 +2710,11 @@ const file_parley_v1_messages_proto_rawDesc = "" +
 	"message_id\x18\x03 \x01(\tR\tmessageId\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12,\n" +
-	"\amessage\x18\x05 \x01(\v2\x12.parley.v1.MessageR\amessage\"\xb9\x01\n" +
+	"\amessage\x18\x05 \x01(\v2\x12.parley.v1.MessageR\amessage\"\xdf\x01\n" +
 	"\x10SubscribeRequest\x12\xa4\x01\n" +
 	"\acursors\x18\x01 \x03(\v2\x11.parley.v1.CursorBw\xbaHt\xba\x01k\n" +
-	"\x0ecursors.unique\x120cursors must name each conversation at most once\x1a'this.map(c, c.conversation_id).unique()\x92\x01\x03\x10\x88'R\acursors\"\xc2\x03\n" +
+	"\x0ecursors.unique\x120cursors must name each conversation at most once\x1a'this.map(c, c.conversation_id).unique()\x92\x01\x03\x10\x88'R\acursors\x12$\n" +
+	"\x0ebatch_catch_up\x18\x02 \x01(\bR\fbatchCatchUp\"\x82\x04\n" +
 	"\x11SubscribeResponse\x12.\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageH\x00R\amessage\x12B\n" +
 	"\fconversation\x18\x02 \x01(\v2\x1c.parley.v1.ConversationEventH\x00R\fconversation\x12*\n" +
@@ -2644,8 +2723,11 @@ const file_parley_v1_messages_proto_rawDesc = "" +
 	"\bpresence\x18\x05 \x01(\v2\x18.parley.v1.PresenceEventH\x00R\bpresence\x123\n" +
 	"\acontact\x18\x06 \x01(\v2\x17.parley.v1.ContactEventH\x00R\acontact\x12*\n" +
 	"\x04call\x18\a \x01(\v2\x14.parley.v1.CallEventH\x00R\x04call\x129\n" +
-	"\theartbeat\x18\b \x01(\v2\x19.parley.v1.HeartbeatEventH\x00R\theartbeatB\a\n" +
-	"\x05event\"\xc4\x01\n" +
+	"\theartbeat\x18\b \x01(\v2\x19.parley.v1.HeartbeatEventH\x00R\theartbeat\x12>\n" +
+	"\rmessage_batch\x18\t \x01(\v2\x17.parley.v1.MessageBatchH\x00R\fmessageBatchB\a\n" +
+	"\x05event\">\n" +
+	"\fMessageBatch\x12.\n" +
+	"\bmessages\x18\x01 \x03(\v2\x12.parley.v1.MessageR\bmessages\"\xc4\x01\n" +
 	"\x11ConversationEvent\x124\n" +
 	"\x05added\x18\x01 \x01(\v2\x1c.parley.v1.ConversationAddedH\x00R\x05added\x123\n" +
 	"\aupdated\x18\x02 \x01(\v2\x17.parley.v1.ConversationH\x00R\aupdated\x12:\n" +
@@ -2793,132 +2875,135 @@ func file_parley_v1_messages_proto_rawDescGZIP() []byte {
 	return file_parley_v1_messages_proto_rawDescData
 }
 
-var file_parley_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_parley_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_parley_v1_messages_proto_goTypes = []any{
 	(*Cursor)(nil),                             // 0: parley.v1.Cursor
 	(*SendRequest)(nil),                        // 1: parley.v1.SendRequest
 	(*SendResponse)(nil),                       // 2: parley.v1.SendResponse
 	(*SubscribeRequest)(nil),                   // 3: parley.v1.SubscribeRequest
 	(*SubscribeResponse)(nil),                  // 4: parley.v1.SubscribeResponse
-	(*ConversationEvent)(nil),                  // 5: parley.v1.ConversationEvent
-	(*ConversationAdded)(nil),                  // 6: parley.v1.ConversationAdded
-	(*ConversationRemoved)(nil),                // 7: parley.v1.ConversationRemoved
-	(*ReadEvent)(nil),                          // 8: parley.v1.ReadEvent
-	(*TypingEvent)(nil),                        // 9: parley.v1.TypingEvent
-	(*PresenceEvent)(nil),                      // 10: parley.v1.PresenceEvent
-	(*ContactEvent)(nil),                       // 11: parley.v1.ContactEvent
-	(*CallEvent)(nil),                          // 12: parley.v1.CallEvent
-	(*HeartbeatEvent)(nil),                     // 13: parley.v1.HeartbeatEvent
-	(*SyncRequest)(nil),                        // 14: parley.v1.SyncRequest
-	(*SyncResponse)(nil),                       // 15: parley.v1.SyncResponse
-	(*ListMessagesRequest)(nil),                // 16: parley.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),               // 17: parley.v1.ListMessagesResponse
-	(*ListConversationsRequest)(nil),           // 18: parley.v1.ListConversationsRequest
-	(*ListConversationsResponse)(nil),          // 19: parley.v1.ListConversationsResponse
-	(*GetConversationRequest)(nil),             // 20: parley.v1.GetConversationRequest
-	(*GetConversationResponse)(nil),            // 21: parley.v1.GetConversationResponse
-	(*CreateDirectConversationRequest)(nil),    // 22: parley.v1.CreateDirectConversationRequest
-	(*CreateDirectConversationResponse)(nil),   // 23: parley.v1.CreateDirectConversationResponse
-	(*MarkReadRequest)(nil),                    // 24: parley.v1.MarkReadRequest
-	(*MarkReadResponse)(nil),                   // 25: parley.v1.MarkReadResponse
-	(*GetReadReceiptsRequest)(nil),             // 26: parley.v1.GetReadReceiptsRequest
-	(*GetReadReceiptsResponse)(nil),            // 27: parley.v1.GetReadReceiptsResponse
-	(*RecallRequest)(nil),                      // 28: parley.v1.RecallRequest
-	(*RecallResponse)(nil),                     // 29: parley.v1.RecallResponse
-	(*DeleteForMeRequest)(nil),                 // 30: parley.v1.DeleteForMeRequest
-	(*DeleteForMeResponse)(nil),                // 31: parley.v1.DeleteForMeResponse
-	(*SendTypingRequest)(nil),                  // 32: parley.v1.SendTypingRequest
-	(*SendTypingResponse)(nil),                 // 33: parley.v1.SendTypingResponse
-	(*UpdateConversationSettingsRequest)(nil),  // 34: parley.v1.UpdateConversationSettingsRequest
-	(*UpdateConversationSettingsResponse)(nil), // 35: parley.v1.UpdateConversationSettingsResponse
-	(*TextContent)(nil),                        // 36: parley.v1.TextContent
-	(*ImageContent)(nil),                       // 37: parley.v1.ImageContent
-	(*VoiceContent)(nil),                       // 38: parley.v1.VoiceContent
-	(*VideoContent)(nil),                       // 39: parley.v1.VideoContent
-	(*FileContent)(nil),                        // 40: parley.v1.FileContent
-	(*timestamppb.Timestamp)(nil),              // 41: google.protobuf.Timestamp
-	(*Message)(nil),                            // 42: parley.v1.Message
-	(*Conversation)(nil),                       // 43: parley.v1.Conversation
-	(*FriendRequest)(nil),                      // 44: parley.v1.FriendRequest
-	(*Contact)(nil),                            // 45: parley.v1.Contact
-	(*BlockedUser)(nil),                        // 46: parley.v1.BlockedUser
-	(*Call)(nil),                               // 47: parley.v1.Call
-	(*durationpb.Duration)(nil),                // 48: google.protobuf.Duration
+	(*MessageBatch)(nil),                       // 5: parley.v1.MessageBatch
+	(*ConversationEvent)(nil),                  // 6: parley.v1.ConversationEvent
+	(*ConversationAdded)(nil),                  // 7: parley.v1.ConversationAdded
+	(*ConversationRemoved)(nil),                // 8: parley.v1.ConversationRemoved
+	(*ReadEvent)(nil),                          // 9: parley.v1.ReadEvent
+	(*TypingEvent)(nil),                        // 10: parley.v1.TypingEvent
+	(*PresenceEvent)(nil),                      // 11: parley.v1.PresenceEvent
+	(*ContactEvent)(nil),                       // 12: parley.v1.ContactEvent
+	(*CallEvent)(nil),                          // 13: parley.v1.CallEvent
+	(*HeartbeatEvent)(nil),                     // 14: parley.v1.HeartbeatEvent
+	(*SyncRequest)(nil),                        // 15: parley.v1.SyncRequest
+	(*SyncResponse)(nil),                       // 16: parley.v1.SyncResponse
+	(*ListMessagesRequest)(nil),                // 17: parley.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),               // 18: parley.v1.ListMessagesResponse
+	(*ListConversationsRequest)(nil),           // 19: parley.v1.ListConversationsRequest
+	(*ListConversationsResponse)(nil),          // 20: parley.v1.ListConversationsResponse
+	(*GetConversationRequest)(nil),             // 21: parley.v1.GetConversationRequest
+	(*GetConversationResponse)(nil),            // 22: parley.v1.GetConversationResponse
+	(*CreateDirectConversationRequest)(nil),    // 23: parley.v1.CreateDirectConversationRequest
+	(*CreateDirectConversationResponse)(nil),   // 24: parley.v1.CreateDirectConversationResponse
+	(*MarkReadRequest)(nil),                    // 25: parley.v1.MarkReadRequest
+	(*MarkReadResponse)(nil),                   // 26: parley.v1.MarkReadResponse
+	(*GetReadReceiptsRequest)(nil),             // 27: parley.v1.GetReadReceiptsRequest
+	(*GetReadReceiptsResponse)(nil),            // 28: parley.v1.GetReadReceiptsResponse
+	(*RecallRequest)(nil),                      // 29: parley.v1.RecallRequest
+	(*RecallResponse)(nil),                     // 30: parley.v1.RecallResponse
+	(*DeleteForMeRequest)(nil),                 // 31: parley.v1.DeleteForMeRequest
+	(*DeleteForMeResponse)(nil),                // 32: parley.v1.DeleteForMeResponse
+	(*SendTypingRequest)(nil),                  // 33: parley.v1.SendTypingRequest
+	(*SendTypingResponse)(nil),                 // 34: parley.v1.SendTypingResponse
+	(*UpdateConversationSettingsRequest)(nil),  // 35: parley.v1.UpdateConversationSettingsRequest
+	(*UpdateConversationSettingsResponse)(nil), // 36: parley.v1.UpdateConversationSettingsResponse
+	(*TextContent)(nil),                        // 37: parley.v1.TextContent
+	(*ImageContent)(nil),                       // 38: parley.v1.ImageContent
+	(*VoiceContent)(nil),                       // 39: parley.v1.VoiceContent
+	(*VideoContent)(nil),                       // 40: parley.v1.VideoContent
+	(*FileContent)(nil),                        // 41: parley.v1.FileContent
+	(*timestamppb.Timestamp)(nil),              // 42: google.protobuf.Timestamp
+	(*Message)(nil),                            // 43: parley.v1.Message
+	(*Conversation)(nil),                       // 44: parley.v1.Conversation
+	(*FriendRequest)(nil),                      // 45: parley.v1.FriendRequest
+	(*Contact)(nil),                            // 46: parley.v1.Contact
+	(*BlockedUser)(nil),                        // 47: parley.v1.BlockedUser
+	(*Call)(nil),                               // 48: parley.v1.Call
+	(*durationpb.Duration)(nil),                // 49: google.protobuf.Duration
 }
 var file_parley_v1_messages_proto_depIdxs = []int32{
-	36, // 0: parley.v1.SendRequest.text:type_name -> parley.v1.TextContent
-	37, // 1: parley.v1.SendRequest.image:type_name -> parley.v1.ImageContent
-	38, // 2: parley.v1.SendRequest.voice:type_name -> parley.v1.VoiceContent
-	39, // 3: parley.v1.SendRequest.video:type_name -> parley.v1.VideoContent
-	40, // 4: parley.v1.SendRequest.file:type_name -> parley.v1.FileContent
-	41, // 5: parley.v1.SendResponse.create_time:type_name -> google.protobuf.Timestamp
-	42, // 6: parley.v1.SendResponse.message:type_name -> parley.v1.Message
+	37, // 0: parley.v1.SendRequest.text:type_name -> parley.v1.TextContent
+	38, // 1: parley.v1.SendRequest.image:type_name -> parley.v1.ImageContent
+	39, // 2: parley.v1.SendRequest.voice:type_name -> parley.v1.VoiceContent
+	40, // 3: parley.v1.SendRequest.video:type_name -> parley.v1.VideoContent
+	41, // 4: parley.v1.SendRequest.file:type_name -> parley.v1.FileContent
+	42, // 5: parley.v1.SendResponse.create_time:type_name -> google.protobuf.Timestamp
+	43, // 6: parley.v1.SendResponse.message:type_name -> parley.v1.Message
 	0,  // 7: parley.v1.SubscribeRequest.cursors:type_name -> parley.v1.Cursor
-	42, // 8: parley.v1.SubscribeResponse.message:type_name -> parley.v1.Message
-	5,  // 9: parley.v1.SubscribeResponse.conversation:type_name -> parley.v1.ConversationEvent
-	8,  // 10: parley.v1.SubscribeResponse.read:type_name -> parley.v1.ReadEvent
-	9,  // 11: parley.v1.SubscribeResponse.typing:type_name -> parley.v1.TypingEvent
-	10, // 12: parley.v1.SubscribeResponse.presence:type_name -> parley.v1.PresenceEvent
-	11, // 13: parley.v1.SubscribeResponse.contact:type_name -> parley.v1.ContactEvent
-	12, // 14: parley.v1.SubscribeResponse.call:type_name -> parley.v1.CallEvent
-	13, // 15: parley.v1.SubscribeResponse.heartbeat:type_name -> parley.v1.HeartbeatEvent
-	6,  // 16: parley.v1.ConversationEvent.added:type_name -> parley.v1.ConversationAdded
-	43, // 17: parley.v1.ConversationEvent.updated:type_name -> parley.v1.Conversation
-	7,  // 18: parley.v1.ConversationEvent.removed:type_name -> parley.v1.ConversationRemoved
-	43, // 19: parley.v1.ConversationAdded.conversation:type_name -> parley.v1.Conversation
-	42, // 20: parley.v1.ConversationAdded.latest_messages:type_name -> parley.v1.Message
-	41, // 21: parley.v1.PresenceEvent.last_seen_time:type_name -> google.protobuf.Timestamp
-	44, // 22: parley.v1.ContactEvent.friend_request:type_name -> parley.v1.FriendRequest
-	45, // 23: parley.v1.ContactEvent.contact:type_name -> parley.v1.Contact
-	46, // 24: parley.v1.ContactEvent.blocked_user:type_name -> parley.v1.BlockedUser
-	47, // 25: parley.v1.CallEvent.incoming:type_name -> parley.v1.Call
-	47, // 26: parley.v1.CallEvent.updated:type_name -> parley.v1.Call
-	47, // 27: parley.v1.CallEvent.ended:type_name -> parley.v1.Call
-	41, // 28: parley.v1.HeartbeatEvent.server_time:type_name -> google.protobuf.Timestamp
-	48, // 29: parley.v1.HeartbeatEvent.interval:type_name -> google.protobuf.Duration
-	0,  // 30: parley.v1.HeartbeatEvent.positions:type_name -> parley.v1.Cursor
-	0,  // 31: parley.v1.SyncRequest.cursors:type_name -> parley.v1.Cursor
-	42, // 32: parley.v1.SyncResponse.messages:type_name -> parley.v1.Message
-	43, // 33: parley.v1.SyncResponse.conversations:type_name -> parley.v1.Conversation
-	0,  // 34: parley.v1.SyncResponse.positions:type_name -> parley.v1.Cursor
-	42, // 35: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	43, // 36: parley.v1.ListConversationsResponse.conversations:type_name -> parley.v1.Conversation
-	43, // 37: parley.v1.GetConversationResponse.conversation:type_name -> parley.v1.Conversation
-	43, // 38: parley.v1.CreateDirectConversationResponse.conversation:type_name -> parley.v1.Conversation
-	42, // 39: parley.v1.RecallResponse.recall:type_name -> parley.v1.Message
-	43, // 40: parley.v1.DeleteForMeResponse.conversation:type_name -> parley.v1.Conversation
-	43, // 41: parley.v1.UpdateConversationSettingsResponse.conversation:type_name -> parley.v1.Conversation
-	1,  // 42: parley.v1.MessagesService.Send:input_type -> parley.v1.SendRequest
-	3,  // 43: parley.v1.MessagesService.Subscribe:input_type -> parley.v1.SubscribeRequest
-	14, // 44: parley.v1.MessagesService.Sync:input_type -> parley.v1.SyncRequest
-	16, // 45: parley.v1.MessagesService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	18, // 46: parley.v1.MessagesService.ListConversations:input_type -> parley.v1.ListConversationsRequest
-	20, // 47: parley.v1.MessagesService.GetConversation:input_type -> parley.v1.GetConversationRequest
-	22, // 48: parley.v1.MessagesService.CreateDirectConversation:input_type -> parley.v1.CreateDirectConversationRequest
-	24, // 49: parley.v1.MessagesService.MarkRead:input_type -> parley.v1.MarkReadRequest
-	26, // 50: parley.v1.MessagesService.GetReadReceipts:input_type -> parley.v1.GetReadReceiptsRequest
-	28, // 51: parley.v1.MessagesService.Recall:input_type -> parley.v1.RecallRequest
-	30, // 52: parley.v1.MessagesService.DeleteForMe:input_type -> parley.v1.DeleteForMeRequest
-	32, // 53: parley.v1.MessagesService.SendTyping:input_type -> parley.v1.SendTypingRequest
-	34, // 54: parley.v1.MessagesService.UpdateConversationSettings:input_type -> parley.v1.UpdateConversationSettingsRequest
-	2,  // 55: parley.v1.MessagesService.Send:output_type -> parley.v1.SendResponse
-	4,  // 56: parley.v1.MessagesService.Subscribe:output_type -> parley.v1.SubscribeResponse
-	15, // 57: parley.v1.MessagesService.Sync:output_type -> parley.v1.SyncResponse
-	17, // 58: parley.v1.MessagesService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	19, // 59: parley.v1.MessagesService.ListConversations:output_type -> parley.v1.ListConversationsResponse
-	21, // 60: parley.v1.MessagesService.GetConversation:output_type -> parley.v1.GetConversationResponse
-	23, // 61: parley.v1.MessagesService.CreateDirectConversation:output_type -> parley.v1.CreateDirectConversationResponse
-	25, // 62: parley.v1.MessagesService.MarkRead:output_type -> parley.v1.MarkReadResponse
-	27, // 63: parley.v1.MessagesService.GetReadReceipts:output_type -> parley.v1.GetReadReceiptsResponse
-	29, // 64: parley.v1.MessagesService.Recall:output_type -> parley.v1.RecallResponse
-	31, // 65: parley.v1.MessagesService.DeleteForMe:output_type -> parley.v1.DeleteForMeResponse
-	33, // 66: parley.v1.MessagesService.SendTyping:output_type -> parley.v1.SendTypingResponse
-	35, // 67: parley.v1.MessagesService.UpdateConversationSettings:output_type -> parley.v1.UpdateConversationSettingsResponse
-	55, // [55:68] is the sub-list for method output_type
-	42, // [42:55] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	43, // 8: parley.v1.SubscribeResponse.message:type_name -> parley.v1.Message
+	6,  // 9: parley.v1.SubscribeResponse.conversation:type_name -> parley.v1.ConversationEvent
+	9,  // 10: parley.v1.SubscribeResponse.read:type_name -> parley.v1.ReadEvent
+	10, // 11: parley.v1.SubscribeResponse.typing:type_name -> parley.v1.TypingEvent
+	11, // 12: parley.v1.SubscribeResponse.presence:type_name -> parley.v1.PresenceEvent
+	12, // 13: parley.v1.SubscribeResponse.contact:type_name -> parley.v1.ContactEvent
+	13, // 14: parley.v1.SubscribeResponse.call:type_name -> parley.v1.CallEvent
+	14, // 15: parley.v1.SubscribeResponse.heartbeat:type_name -> parley.v1.HeartbeatEvent
+	5,  // 16: parley.v1.SubscribeResponse.message_batch:type_name -> parley.v1.MessageBatch
+	43, // 17: parley.v1.MessageBatch.messages:type_name -> parley.v1.Message
+	7,  // 18: parley.v1.ConversationEvent.added:type_name -> parley.v1.ConversationAdded
+	44, // 19: parley.v1.ConversationEvent.updated:type_name -> parley.v1.Conversation
+	8,  // 20: parley.v1.ConversationEvent.removed:type_name -> parley.v1.ConversationRemoved
+	44, // 21: parley.v1.ConversationAdded.conversation:type_name -> parley.v1.Conversation
+	43, // 22: parley.v1.ConversationAdded.latest_messages:type_name -> parley.v1.Message
+	42, // 23: parley.v1.PresenceEvent.last_seen_time:type_name -> google.protobuf.Timestamp
+	45, // 24: parley.v1.ContactEvent.friend_request:type_name -> parley.v1.FriendRequest
+	46, // 25: parley.v1.ContactEvent.contact:type_name -> parley.v1.Contact
+	47, // 26: parley.v1.ContactEvent.blocked_user:type_name -> parley.v1.BlockedUser
+	48, // 27: parley.v1.CallEvent.incoming:type_name -> parley.v1.Call
+	48, // 28: parley.v1.CallEvent.updated:type_name -> parley.v1.Call
+	48, // 29: parley.v1.CallEvent.ended:type_name -> parley.v1.Call
+	42, // 30: parley.v1.HeartbeatEvent.server_time:type_name -> google.protobuf.Timestamp
+	49, // 31: parley.v1.HeartbeatEvent.interval:type_name -> google.protobuf.Duration
+	0,  // 32: parley.v1.HeartbeatEvent.positions:type_name -> parley.v1.Cursor
+	0,  // 33: parley.v1.SyncRequest.cursors:type_name -> parley.v1.Cursor
+	43, // 34: parley.v1.SyncResponse.messages:type_name -> parley.v1.Message
+	44, // 35: parley.v1.SyncResponse.conversations:type_name -> parley.v1.Conversation
+	0,  // 36: parley.v1.SyncResponse.positions:type_name -> parley.v1.Cursor
+	43, // 37: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
+	44, // 38: parley.v1.ListConversationsResponse.conversations:type_name -> parley.v1.Conversation
+	44, // 39: parley.v1.GetConversationResponse.conversation:type_name -> parley.v1.Conversation
+	44, // 40: parley.v1.CreateDirectConversationResponse.conversation:type_name -> parley.v1.Conversation
+	43, // 41: parley.v1.RecallResponse.recall:type_name -> parley.v1.Message
+	44, // 42: parley.v1.DeleteForMeResponse.conversation:type_name -> parley.v1.Conversation
+	44, // 43: parley.v1.UpdateConversationSettingsResponse.conversation:type_name -> parley.v1.Conversation
+	1,  // 44: parley.v1.MessagesService.Send:input_type -> parley.v1.SendRequest
+	3,  // 45: parley.v1.MessagesService.Subscribe:input_type -> parley.v1.SubscribeRequest
+	15, // 46: parley.v1.MessagesService.Sync:input_type -> parley.v1.SyncRequest
+	17, // 47: parley.v1.MessagesService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	19, // 48: parley.v1.MessagesService.ListConversations:input_type -> parley.v1.ListConversationsRequest
+	21, // 49: parley.v1.MessagesService.GetConversation:input_type -> parley.v1.GetConversationRequest
+	23, // 50: parley.v1.MessagesService.CreateDirectConversation:input_type -> parley.v1.CreateDirectConversationRequest
+	25, // 51: parley.v1.MessagesService.MarkRead:input_type -> parley.v1.MarkReadRequest
+	27, // 52: parley.v1.MessagesService.GetReadReceipts:input_type -> parley.v1.GetReadReceiptsRequest
+	29, // 53: parley.v1.MessagesService.Recall:input_type -> parley.v1.RecallRequest
+	31, // 54: parley.v1.MessagesService.DeleteForMe:input_type -> parley.v1.DeleteForMeRequest
+	33, // 55: parley.v1.MessagesService.SendTyping:input_type -> parley.v1.SendTypingRequest
+	35, // 56: parley.v1.MessagesService.UpdateConversationSettings:input_type -> parley.v1.UpdateConversationSettingsRequest
+	2,  // 57: parley.v1.MessagesService.Send:output_type -> parley.v1.SendResponse
+	4,  // 58: parley.v1.MessagesService.Subscribe:output_type -> parley.v1.SubscribeResponse
+	16, // 59: parley.v1.MessagesService.Sync:output_type -> parley.v1.SyncResponse
+	18, // 60: parley.v1.MessagesService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	20, // 61: parley.v1.MessagesService.ListConversations:output_type -> parley.v1.ListConversationsResponse
+	22, // 62: parley.v1.MessagesService.GetConversation:output_type -> parley.v1.GetConversationResponse
+	24, // 63: parley.v1.MessagesService.CreateDirectConversation:output_type -> parley.v1.CreateDirectConversationResponse
+	26, // 64: parley.v1.MessagesService.MarkRead:output_type -> parley.v1.MarkReadResponse
+	28, // 65: parley.v1.MessagesService.GetReadReceipts:output_type -> parley.v1.GetReadReceiptsResponse
+	30, // 66: parley.v1.MessagesService.Recall:output_type -> parley.v1.RecallResponse
+	32, // 67: parley.v1.MessagesService.DeleteForMe:output_type -> parley.v1.DeleteForMeResponse
+	34, // 68: parley.v1.MessagesService.SendTyping:output_type -> parley.v1.SendTypingResponse
+	36, // 69: parley.v1.MessagesService.UpdateConversationSettings:output_type -> parley.v1.UpdateConversationSettingsResponse
+	57, // [57:70] is the sub-list for method output_type
+	44, // [44:57] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_messages_proto_init() }
@@ -2947,36 +3032,37 @@ func file_parley_v1_messages_proto_init() {
 		(*SubscribeResponse_Contact)(nil),
 		(*SubscribeResponse_Call)(nil),
 		(*SubscribeResponse_Heartbeat)(nil),
+		(*SubscribeResponse_MessageBatch)(nil),
 	}
-	file_parley_v1_messages_proto_msgTypes[5].OneofWrappers = []any{
+	file_parley_v1_messages_proto_msgTypes[6].OneofWrappers = []any{
 		(*ConversationEvent_Added)(nil),
 		(*ConversationEvent_Updated)(nil),
 		(*ConversationEvent_Removed)(nil),
 	}
-	file_parley_v1_messages_proto_msgTypes[11].OneofWrappers = []any{
+	file_parley_v1_messages_proto_msgTypes[12].OneofWrappers = []any{
 		(*ContactEvent_FriendRequest)(nil),
 		(*ContactEvent_Contact)(nil),
 		(*ContactEvent_RemovedContactUserId)(nil),
 		(*ContactEvent_BlockedUser)(nil),
 		(*ContactEvent_UnblockedUserId)(nil),
 	}
-	file_parley_v1_messages_proto_msgTypes[12].OneofWrappers = []any{
+	file_parley_v1_messages_proto_msgTypes[13].OneofWrappers = []any{
 		(*CallEvent_Incoming)(nil),
 		(*CallEvent_Updated)(nil),
 		(*CallEvent_Ended)(nil),
 	}
-	file_parley_v1_messages_proto_msgTypes[16].OneofWrappers = []any{
+	file_parley_v1_messages_proto_msgTypes[17].OneofWrappers = []any{
 		(*ListMessagesRequest_BeforeSeq)(nil),
 		(*ListMessagesRequest_AfterSeq)(nil),
 	}
-	file_parley_v1_messages_proto_msgTypes[34].OneofWrappers = []any{}
+	file_parley_v1_messages_proto_msgTypes[35].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_messages_proto_rawDesc), len(file_parley_v1_messages_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -108,7 +108,7 @@ type GroupsServiceClient interface {
 	// Any member may add their contacts, unless invites_restricted_to_admins is set.
 	// Errors: PermissionDenied when invites are restricted and the caller is not the
 	// owner or an admin, or when a user is not the caller's contact or blocked the
-	// caller; ResourceExhausted when the group would exceed 500 members.
+	// caller; ResourceExhausted when the group would exceed its member limit.
 	AddMembers(context.Context, *v1.AddMembersRequest) (*v1.AddMembersResponse, error)
 	// RemoveMembers removes members from a group; users who are not members are
 	// skipped. The owner may remove anyone, an admin only ordinary members.
@@ -116,9 +116,9 @@ type GroupsServiceClient interface {
 	// InvalidArgument when the caller names themselves (use LeaveGroup).
 	RemoveMembers(context.Context, *v1.RemoveMembersRequest) (*v1.RemoveMembersResponse, error)
 	// LeaveGroup takes the caller out of a group. Their history up to that point
-	// stays readable.
-	// Errors: FailedPrecondition when the caller is the owner (TransferOwnership or
-	// DissolveGroup first).
+	// stays readable. An owner who leaves passes ownership to the longest-standing
+	// admin, else the longest-standing member; the last member to leave dissolves
+	// the group.
 	LeaveGroup(context.Context, *v1.LeaveGroupRequest) (*v1.LeaveGroupResponse, error)
 	// TransferOwnership makes another member the owner; the caller becomes an admin.
 	// Errors: PermissionDenied when the caller is not the owner, NotFound when the
@@ -467,7 +467,7 @@ type GroupsServiceHandler interface {
 	// Any member may add their contacts, unless invites_restricted_to_admins is set.
 	// Errors: PermissionDenied when invites are restricted and the caller is not the
 	// owner or an admin, or when a user is not the caller's contact or blocked the
-	// caller; ResourceExhausted when the group would exceed 500 members.
+	// caller; ResourceExhausted when the group would exceed its member limit.
 	AddMembers(context.Context, *v1.AddMembersRequest) (*v1.AddMembersResponse, error)
 	// RemoveMembers removes members from a group; users who are not members are
 	// skipped. The owner may remove anyone, an admin only ordinary members.
@@ -475,9 +475,9 @@ type GroupsServiceHandler interface {
 	// InvalidArgument when the caller names themselves (use LeaveGroup).
 	RemoveMembers(context.Context, *v1.RemoveMembersRequest) (*v1.RemoveMembersResponse, error)
 	// LeaveGroup takes the caller out of a group. Their history up to that point
-	// stays readable.
-	// Errors: FailedPrecondition when the caller is the owner (TransferOwnership or
-	// DissolveGroup first).
+	// stays readable. An owner who leaves passes ownership to the longest-standing
+	// admin, else the longest-standing member; the last member to leave dissolves
+	// the group.
 	LeaveGroup(context.Context, *v1.LeaveGroupRequest) (*v1.LeaveGroupResponse, error)
 	// TransferOwnership makes another member the owner; the caller becomes an admin.
 	// Errors: PermissionDenied when the caller is not the owner, NotFound when the
