@@ -10,6 +10,47 @@ import (
 	"time"
 )
 
+const addableUsers = `-- name: AddableUsers :many
+SELECT u.id,
+       (EXISTS (SELECT 1 FROM contacts WHERE contacts.user_id = $1::uuid AND contact_id = u.id)
+        AND NOT EXISTS (SELECT 1 FROM blocks WHERE (blocker_id = u.id AND blocked_id = $1::uuid)
+                                                OR (blocker_id = $1::uuid AND blocked_id = u.id)))::boolean AS addable
+FROM users u
+WHERE u.id = ANY($2::uuid[])
+`
+
+type AddableUsersParams struct {
+	AdderID string
+	Ids     []string
+}
+
+type AddableUsersRow struct {
+	ID      string
+	Addable bool
+}
+
+// AddableUsers says, for each existing user among ids, whether adder may
+// put them in a group: they are adder's contact and neither blocks the other.
+func (q *Queries) AddableUsers(ctx context.Context, arg AddableUsersParams) ([]AddableUsersRow, error) {
+	rows, err := q.db.Query(ctx, addableUsers, arg.AdderID, arg.Ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []AddableUsersRow{}
+	for rows.Next() {
+		var i AddableUsersRow
+		if err := rows.Scan(&i.ID, &i.Addable); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const countUsableInvites = `-- name: CountUsableInvites :one
 SELECT count(*) FROM group_invites
 WHERE conversation_id = $1 AND revoked_at IS NULL

@@ -142,3 +142,13 @@ RETURNING *;
 
 -- name: RevokeGroupInvites :exec
 UPDATE group_invites SET revoked_at = now() WHERE conversation_id = $1 AND revoked_at IS NULL;
+
+-- AddableUsers says, for each existing user among ids, whether adder may
+-- put them in a group: they are adder's contact and neither blocks the other.
+-- name: AddableUsers :many
+SELECT u.id,
+       (EXISTS (SELECT 1 FROM contacts WHERE contacts.user_id = @adder_id::uuid AND contact_id = u.id)
+        AND NOT EXISTS (SELECT 1 FROM blocks WHERE (blocker_id = u.id AND blocked_id = @adder_id::uuid)
+                                                OR (blocker_id = @adder_id::uuid AND blocked_id = u.id)))::boolean AS addable
+FROM users u
+WHERE u.id = ANY(@ids::uuid[]);

@@ -54,6 +54,7 @@ var (
 	errFriendRequestUnknown = errors.New("friend request not found")
 	errFriendRequestSettled = errors.New("friend request is no longer pending")
 	errNotContact           = errors.New("this user is not one of your contacts")
+	errAddNotContact        = errors.New("you can add only your contacts to a group")
 	errTooManyBlocked       = errors.New("you have blocked 10,000 users, the most there may be; unblock some first")
 	errTooManyStreams       = errors.New("too many open streams for this user; close one first")
 	errSlowSubscriber       = errors.New("stream fell behind and was closed; subscribe again with your cursors")
@@ -124,6 +125,7 @@ var errorCodes = map[error]connect.Code{
 	errFriendRequestUnknown: connect.CodeNotFound,
 	errFriendRequestSettled: connect.CodeFailedPrecondition,
 	errNotContact:           connect.CodeNotFound,
+	errAddNotContact:        connect.CodePermissionDenied,
 	errTooManyBlocked:       connect.CodeResourceExhausted,
 	errTooManyStreams:       connect.CodeResourceExhausted,
 	errSlowSubscriber:       connect.CodeResourceExhausted,

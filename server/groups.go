@@ -246,19 +246,25 @@ func groupName(name string) error {
 	return nil
 }
 
-// addableUsers checks that every user exists. The contact rule (only the
-// caller's contacts, never one who blocked the caller) joins here when
-// ContactsService lands.
-func addableUsers(ctx context.Context, q *db.Queries, ids []string) error {
+// addableUsers checks that adderID may put every user of ids in a group:
+// each exists, is adderID's contact, and neither blocks the other.
+func addableUsers(ctx context.Context, q *db.Queries, adderID string, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	users, err := q.GetUsers(ctx, ids)
+	users, err := q.AddableUsers(ctx, db.AddableUsersParams{AdderID: adderID, Ids: ids})
 	if err != nil {
-		return fmt.Errorf("get users: %w", err)
+		return fmt.Errorf("check users: %w", err)
 	}
 	if len(users) != len(ids) {
 		return errUserNotFound
+	}
+	for _, u := range users {
+		// One answer for "not a contact" and "a block": the caller learns
+		// nothing of a block from it.
+		if !u.Addable {
+			return errAddNotContact
+		}
 	}
 	return nil
 }
@@ -283,7 +289,7 @@ func (s *groupsService) CreateGroup(ctx context.Context, req *parleyv1.CreateGro
 	}
 	gt := &groupTx{}
 	err = s.db.Tx(ctx, func(q *db.Queries) error {
-		if err := addableUsers(ctx, q, ids); err != nil {
+		if err := addableUsers(ctx, q, c.UserID, ids); err != nil {
 			return err
 		}
 		conv, err := q.CreateConversation(ctx, kindGroup)
@@ -516,7 +522,7 @@ func (s *groupsService) AddMembers(ctx context.Context, req *parleyv1.AddMembers
 		if len(added) == 0 {
 			return nil
 		}
-		if err := addableUsers(ctx, gt.q, added); err != nil {
+		if err := addableUsers(ctx, gt.q, c.UserID, added); err != nil {
 			return err
 		}
 		if len(gt.current())+len(added) > s.cfg.MaxGroupMembers {

@@ -24,16 +24,44 @@ func (e *env) groups(opts ...connect.ClientOption) parleyv1connect.GroupsService
 	return parleyv1connect.NewGroupsServiceClient(e.client, e.srv.URL, opts...)
 }
 
-// groupEnv is a server with its two clients.
+// groupEnv is a server with its two clients. The users it signs up are all
+// each other's contacts, since only contacts may be added to a group.
 type groupEnv struct {
 	*env
-	g parleyv1connect.GroupsServiceClient
-	m parleyv1connect.MessagesServiceClient
+	g      parleyv1connect.GroupsServiceClient
+	m      parleyv1connect.MessagesServiceClient
+	circle *friendCircle
+}
+
+// friendCircle is the users of a groupEnv, all each other's contacts.
+type friendCircle struct {
+	mu    sync.Mutex
+	users []account
 }
 
 func newGroupEnv(t *testing.T, opts []connect.ClientOption, edit ...func(*server.Config)) groupEnv {
 	e := newEnv(t, append([]func(*server.Config){rpcLoose}, edit...)...)
-	return groupEnv{env: e, g: e.groups(opts...), m: e.rpcMessages(opts...)}
+	return groupEnvOn(e, opts...)
+}
+
+func groupEnvOn(e *env, opts ...connect.ClientOption) groupEnv {
+	return groupEnv{env: e, g: e.groups(opts...), m: e.rpcMessages(opts...), circle: &friendCircle{}}
+}
+
+// signUp signs up a user who becomes the contact of everyone signed up before.
+func (ge groupEnv) signUp(name string) account { return ge.befriendAll(ge.t, ge.env.signUp(name)) }
+
+// befriendAll makes a the contact of everyone in the circle, and one of them.
+func (ge groupEnv) befriendAll(t testing.TB, a account) account {
+	t.Helper()
+	ge.circle.mu.Lock()
+	defer ge.circle.mu.Unlock()
+	c := ge.contacts()
+	for _, other := range ge.circle.users {
+		befriend(t, c, other, a)
+	}
+	ge.circle.users = append(ge.circle.users, a)
+	return a
 }
 
 func ids(accs ...account) []string {
@@ -232,10 +260,10 @@ func (ge groupEnv) fixture(t testing.TB, users map[string]account) roleFixture {
 	return f
 }
 
-func signUpAll(e *env, names ...string) map[string]account {
+func (ge groupEnv) signUpAll(names ...string) map[string]account {
 	out := make(map[string]account, len(names))
 	for _, n := range names {
-		out[n] = e.signUp(n)
+		out[n] = ge.signUp(n)
 	}
 	return out
 }
@@ -332,7 +360,7 @@ func TestGroupRoleMatrix(t *testing.T) {
 	forEachProtocol(t, func(t *testing.T, opts []connect.ClientOption) {
 		t.Parallel()
 		ge := newGroupEnv(t, opts)
-		users := signUpAll(ge.env, fixtureUsers...)
+		users := ge.signUpAll(fixtureUsers...)
 		for _, c := range groupCalls() {
 			codes, ok := want[c.name]
 			if !ok {
@@ -372,7 +400,7 @@ func isNil(v any) bool {
 func TestGroupChangesToADissolvedGroupAreRefused(t *testing.T) {
 	t.Parallel()
 	ge := newGroupEnv(t, nil)
-	users := signUpAll(ge.env, fixtureUsers...)
+	users := ge.signUpAll(fixtureUsers...)
 	f := ge.fixture(t, users)
 	res, err := ge.g.DissolveGroup(f.owner.ctx(), &parleyv1.DissolveGroupRequest{GroupId: f.group.GetId()})
 	ge.must(t, "DissolveGroup", err)
@@ -436,7 +464,7 @@ func TestGroupIDsOfOthersRevealNothing(t *testing.T) {
 	forEachProtocol(t, func(t *testing.T, opts []connect.ClientOption) {
 		t.Parallel()
 		ge := newGroupEnv(t, opts)
-		users := signUpAll(ge.env, fixtureUsers...)
+		users := ge.signUpAll(fixtureUsers...)
 		f := ge.fixture(t, users)
 		other := ge.create(t, f.outside, "Theirs", f.newcomer)
 		otherCode, err := ge.g.CreateInviteLink(f.outside.ctx(), &parleyv1.CreateInviteLinkRequest{GroupId: other.GetId()})
@@ -541,7 +569,7 @@ func TestGroupIDsOfOthersRevealNothing(t *testing.T) {
 func TestGroupRanks(t *testing.T) {
 	t.Parallel()
 	ge := newGroupEnv(t, nil)
-	users := signUpAll(ge.env, "owner", "admin", "admin2", "member", "member2")
+	users := ge.signUpAll("owner", "admin", "admin2", "member", "member2")
 	owner, admin, admin2, member, member2 := users["owner"], users["admin"], users["admin2"], users["member"], users["member2"]
 	fresh := func(t *testing.T) string {
 		g := ge.create(t, owner, "Ranks", admin, admin2, member, member2)
@@ -643,7 +671,7 @@ func TestGroupRanks(t *testing.T) {
 		g := fresh(t)
 		more := make([]account, 0, 9)
 		for i := range 9 {
-			more = append(more, ge.in(t).signUp(fmt.Sprintf("extra%d", i)))
+			more = append(more, ge.befriendAll(t, ge.in(t).signUp(fmt.Sprintf("extra%d", i))))
 		}
 		_, err := ge.g.AddMembers(owner.ctx(), &parleyv1.AddMembersRequest{GroupId: g, UserIds: ids(more...)})
 		ge.must(t, "AddMembers", err)
@@ -754,7 +782,7 @@ func TestGroupSystemEntriesRecordEveryChange(t *testing.T) {
 func TestGroupOwnerLeavingPassesTheGroupOn(t *testing.T) {
 	t.Parallel()
 	ge := newGroupEnv(t, nil)
-	users := signUpAll(ge.env, "owner", "mem1", "adm1", "adm2")
+	users := ge.signUpAll("owner", "mem1", "adm1", "adm2")
 	owner, m1, a1, a2 := users["owner"], users["mem1"], users["adm1"], users["adm2"]
 
 	t.Run("to the longest-standing admin", func(t *testing.T) {
@@ -1340,8 +1368,8 @@ func TestGroupMembershipChangesReachStreamsOnOtherNodes(t *testing.T) {
 				ch2 = testChannel()
 			}
 			n1, n2 := twoNodes(t, redisURL(t), ch1, ch2, tt.heartbeat)
-			ge := groupEnv{env: n1, g: n1.groups(), m: n1.rpcMessages()}
-			alice, bob, carol := n1.signUp("alice"), n1.signUp("bob"), n1.signUp("carol")
+			ge := groupEnvOn(n1)
+			alice, bob, carol := ge.signUp("alice"), ge.signUp("bob"), ge.signUp("carol")
 			g := ge.create(t, alice, "Nodes", bob, carol).GetId()
 			stream := openStream(t, n2, bob, g, 1)
 
@@ -1381,4 +1409,45 @@ func TestGroupMembershipChangesReachStreamsOnOtherNodes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Only the caller's contacts may be put in a group, and a block either way
+// refuses like a stranger does, so the caller learns nothing of it.
+func TestGroupsTakeOnlyTheCallersContacts(t *testing.T) {
+	t.Parallel()
+	ge := newGroupEnv(t, nil)
+	owner, friend, blocker, blocked := ge.signUp("owner"), ge.signUp("friend"), ge.signUp("blocker"), ge.signUp("blocked")
+	stranger := ge.env.signUp("stranger") // not in the circle
+	_, err := ge.contacts().BlockUser(blocker.ctx(), &parleyv1.BlockUserRequest{UserId: owner.user.GetId()})
+	ge.must(t, "BlockUser", err)
+	_, err = ge.contacts().BlockUser(owner.ctx(), &parleyv1.BlockUserRequest{UserId: blocked.user.GetId()})
+	ge.must(t, "BlockUser", err)
+
+	var refusals []string
+	for _, who := range []account{stranger, blocker, blocked} {
+		_, err := ge.g.CreateGroup(owner.ctx(), &parleyv1.CreateGroupRequest{Name: "With " + who.user.GetUsername(), MemberIds: ids(friend, who)})
+		wantCode(t, err, connect.CodePermissionDenied)
+		refusals = append(refusals, errorMessage(err))
+	}
+	g := ge.create(t, owner, "Friends", friend).GetId()
+	before := len(ge.log(t, owner, g))
+	for _, who := range []account{stranger, blocker, blocked} {
+		_, err := ge.g.AddMembers(owner.ctx(), &parleyv1.AddMembersRequest{GroupId: g, UserIds: ids(who)})
+		wantCode(t, err, connect.CodePermissionDenied)
+		refusals = append(refusals, errorMessage(err))
+	}
+	for _, m := range refusals[1:] {
+		if m != refusals[0] {
+			t.Errorf("refusals differ: %q and %q; a block must look like a stranger", refusals[0], m)
+		}
+	}
+	if after := len(ge.log(t, owner, g)); after != before {
+		t.Errorf("refused adds wrote %d log entries", after-before)
+	}
+	if n := ge.get(t, owner, g).GetGroup().GetMemberCount(); n != 2 {
+		t.Errorf("group has %d members, want 2", n)
+	}
+	// A member adds their own contacts, not the owner's.
+	_, err = ge.g.AddMembers(friend.ctx(), &parleyv1.AddMembersRequest{GroupId: g, UserIds: ids(stranger)})
+	wantCode(t, err, connect.CodePermissionDenied)
 }
