@@ -11,20 +11,25 @@ import (
 )
 
 const presencePeers = `-- name: PresencePeers :many
-SELECT DISTINCT other.user_id
-FROM members me
-JOIN conversations c ON c.id = me.conversation_id AND c.kind = 1
-JOIN members other ON other.conversation_id = me.conversation_id AND other.user_id <> me.user_id
-WHERE me.user_id = $1
-  AND NOT EXISTS (SELECT 1 FROM blocks b
-                  WHERE (b.blocker_id = me.user_id AND b.blocked_id = other.user_id)
-                     OR (b.blocker_id = other.user_id AND b.blocked_id = me.user_id))
+SELECT peer.user_id
+FROM (
+    SELECT other.user_id
+    FROM members me
+    JOIN conversations c ON c.id = me.conversation_id AND c.kind = 1
+    JOIN members other ON other.conversation_id = me.conversation_id AND other.user_id <> me.user_id
+    WHERE me.user_id = $1::uuid
+    UNION
+    SELECT contact_id FROM contacts WHERE contacts.user_id = $1::uuid
+) AS peer
+WHERE NOT EXISTS (SELECT 1 FROM blocks b
+                  WHERE (b.blocker_id = $1::uuid AND b.blocked_id = peer.user_id)
+                     OR (b.blocker_id = peer.user_id AND b.blocked_id = $1::uuid))
 `
 
-// PresencePeers are the users who may see userID's presence: the other
-// members of their direct conversations, unless either blocked the other (a
-// blocker's presence is hidden from the user blocked, and the list serves
-// both ways: it is also whose presence userID sees).
+// PresencePeers are the users who may see userID's presence: their contacts
+// and the other members of their direct conversations, unless either blocked
+// the other (a blocker's presence is hidden from the user blocked, and the
+// list serves both ways: it is also whose presence userID sees).
 func (q *Queries) PresencePeers(ctx context.Context, userID string) ([]string, error) {
 	rows, err := q.db.Query(ctx, presencePeers, userID)
 	if err != nil {

@@ -97,3 +97,35 @@ func containsOnline(events []*parleyv1.SubscribeResponse, userID string) bool {
 	}
 	return false
 }
+
+// Contacts see each other's presence without ever having talked; strangers
+// do not.
+func TestContactsSeeEachOthersPresence(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	alice, bob, stranger := e.signUp("pc_alice"), e.signUp("pc_bob"), e.signUp("pc_stranger")
+	befriend(t, e.contacts(), alice, bob)
+
+	ctx, cancel := context.WithTimeout(bob.ctx(), 10*time.Second)
+	defer cancel()
+	bobs, err := e.msgs().Subscribe(ctx, &parleyv1.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bobs.Close()
+	for bobs.Receive() && bobs.Msg().GetHeartbeat() == nil {
+	}
+	// The stranger comes online first: Bob must not hear of it, so the
+	// next presence event he gets is Alice's.
+	strangerEvents := openStreamEvents(t, e, stranger)
+	if containsOnline(strangerEvents, bob.user.GetId()) {
+		t.Error("a stranger was told Bob is online")
+	}
+	aliceEvents := openStreamEvents(t, e, alice)
+	if !containsOnline(aliceEvents, bob.user.GetId()) {
+		t.Error("Alice's new stream did not list her contact Bob as online")
+	}
+	if p := nextPresence(t, bobs); p.GetUserId() != alice.user.GetId() || !p.GetOnline() {
+		t.Fatalf("Bob got presence %v, want Alice online", p)
+	}
+}
