@@ -99,6 +99,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.int(&c.server.LoginPerAddress.Burst, "login-limit-address", "PARLEY_LOGIN_LIMIT_ADDRESS", def.LoginPerAddress.Burst, "login attempts per client address per 10 minutes (0: no limit)")
 	e.int(&c.server.RegisterPerAddress.Burst, "register-limit-address", "PARLEY_REGISTER_LIMIT_ADDRESS", def.RegisterPerAddress.Burst, "registrations per client address per hour (0: no limit)")
 	e.int(&c.server.SendPerUser.Burst, "send-limit", "PARLEY_SEND_LIMIT", def.SendPerUser.Burst, "messages a user may send per 10 seconds (0: no limit)")
+	e.int(&c.server.FriendRequests.Burst, "friend-request-limit", "PARLEY_FRIEND_REQUEST_LIMIT", def.FriendRequests.Burst, "friend requests a user may send per hour (0: no limit)")
 	e.duration(&c.server.RecallWindow, "recall-window", "PARLEY_RECALL_WINDOW", def.RecallWindow, "how long after sending a message may be recalled")
 	e.int(&c.server.AppendWorkers, "append-workers", "PARLEY_APPEND_WORKERS", def.AppendWorkers, "Send transactions (group commits) running at once")
 	e.int(&c.server.AppendBatch, "append-batch", "PARLEY_APPEND_BATCH", def.AppendBatch, "most messages one Send transaction commits")
@@ -126,6 +127,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	c.server.LoginPerAddress.Per = def.LoginPerAddress.Per
 	c.server.RegisterPerAddress.Per = def.RegisterPerAddress.Per
 	c.server.SendPerUser.Per = def.SendPerUser.Per
+	c.server.FriendRequests.Per = def.FriendRequests.Per
 	c.server.MaxStreamsPerUser = def.MaxStreamsPerUser
 	c.server.RedisChannel = def.RedisChannel
 	for _, o := range strings.Split(cors, ",") {
