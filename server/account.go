@@ -51,13 +51,26 @@ func appendAccountEntry(ctx context.Context, q *db.Queries, userID string, conte
 // did, who becomes its sender (SystemContent names the user who acted that
 // way). An entry another user caused, such as a friend request received,
 // leaves the owner's read cursor where it was: it is news to every device.
-func appendAccountEntryBy(ctx context.Context, q *db.Queries, userID, actorID string, content *parleyv1.SystemContent) (*parleyv1.SubscribeResponse, error) {
+// lockAccount takes userID's account conversation lock. A transaction that
+// will append an account entry after changing member rows takes it first,
+// in the order every other writer of the account log does (lock, then rows),
+// so two of the user's requests cannot deadlock.
+// It returns the account conversation's id.
+func lockAccount(ctx context.Context, q *db.Queries, userID string) (string, error) {
 	convID, err := q.GetAccountConversationID(ctx, userID)
 	if err != nil {
-		return nil, fmt.Errorf("find account conversation: %w", err)
+		return "", fmt.Errorf("find account conversation: %w", err)
 	}
 	if _, err := q.LockConversation(ctx, convID); err != nil {
-		return nil, fmt.Errorf("lock account conversation: %w", err)
+		return "", fmt.Errorf("lock account conversation: %w", err)
+	}
+	return convID, nil
+}
+
+func appendAccountEntryBy(ctx context.Context, q *db.Queries, userID, actorID string, content *parleyv1.SystemContent) (*parleyv1.SubscribeResponse, error) {
+	convID, err := lockAccount(ctx, q, userID)
+	if err != nil {
+		return nil, err
 	}
 	encoded, err := proto.Marshal(&parleyv1.Message{Content: &parleyv1.Message_System{System: content}})
 	if err != nil {

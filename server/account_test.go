@@ -2,11 +2,13 @@ package server_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
@@ -139,4 +141,35 @@ func TestAccountLogCarriesSettingsAndDeletionsToOtherDevices(t *testing.T) {
 			t.Errorf("entries through Sync (-live +synced):\n%s", diff)
 		}
 	})
+}
+
+// Every request that writes the account log takes its lock before any member
+// row, so one user's concurrent settings changes never deadlock.
+func TestConcurrentAccountChangesOfOneUserAllSucceed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	alice, _, conv := e.pair("acct_race_a", "acct_race_b")
+	var wg sync.WaitGroup
+	errs := make(chan error, 120)
+	for i := range 40 {
+		wg.Go(func() {
+			_, err := e.auth().UpdatePrivacy(alice.ctx(), &parleyv1.UpdatePrivacyRequest{MessagePrivacy: parleyv1.MessagePrivacy(1 + i%3)})
+			errs <- err
+		})
+		wg.Go(func() {
+			_, err := e.msgs().UpdateConversationSettings(alice.ctx(), &parleyv1.UpdateConversationSettingsRequest{ConversationId: alice.accountConv, Muted: proto.Bool(i%2 == 0)})
+			errs <- err
+		})
+		wg.Go(func() {
+			_, err := e.msgs().DeleteForMe(alice.ctx(), &parleyv1.DeleteForMeRequest{ConversationId: conv, Seqs: []int64{1}})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a concurrent account change failed: %v", err)
+		}
+	}
 }

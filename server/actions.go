@@ -163,6 +163,9 @@ func (s *messagesService) UpdateConversationSettings(ctx context.Context, req *p
 	}
 	var entry *parleyv1.SubscribeResponse
 	err = s.db.Tx(ctx, func(q *db.Queries) error {
+		if _, err := lockAccount(ctx, q, c.UserID); err != nil {
+			return err
+		}
 		m, err := q.GetMembership(ctx, db.GetMembershipParams{ConversationID: req.GetConversationId(), UserID: c.UserID})
 		if db.IsNoRows(err) {
 			return errConversationNotFound
@@ -239,6 +242,9 @@ func (s *messagesService) DeleteForMe(ctx context.Context, req *parleyv1.DeleteF
 	}
 	var entry *parleyv1.SubscribeResponse
 	err = s.db.Tx(ctx, func(q *db.Queries) error {
+		if _, err := lockAccount(ctx, q, c.UserID); err != nil {
+			return err
+		}
 		var err error
 		if record.ClearedSeq != 0 {
 			err = q.ClearHistory(ctx, db.ClearHistoryParams{ConversationID: m.ConversationID, UserID: c.UserID, Seq: record.ClearedSeq})
