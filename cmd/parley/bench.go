@@ -34,7 +34,8 @@ Workloads:
   w1  -pairs N -rate R -duration D: open-loop 1:1 messaging; ack and
       send→deliver latency from the scheduled send time, loss and order
   w2  -pairs N [-step D -max-senders M -p99-limit L]: closed-loop senders
-      over N conversations, doubled every step until p99 ack exceeds L;
+      over N conversations, doubled every step until p99 ack exceeds L, then
+      bisected between the last level within L and the first beyond;
       the highest sustained durable rate, loss checked by receivers
   w3  -members N [-rate R -duration D -step S -max-rate M -deliver-limit L
       -senders K]: one group of N members, each with a stream open; K

@@ -10,7 +10,8 @@ import (
 )
 
 // w2Report is the outcome of W2: closed-loop senders over many
-// conversations, doubled every step until p99 ack passes the limit.
+// conversations, doubled every step until p99 ack passes the limit, then
+// bisected between the last level within it and the first beyond.
 type w2Report struct {
 	Workload      string   `json:"workload"`
 	Conversations int      `json:"conversations"`
@@ -46,14 +47,35 @@ func runW2(ctx context.Context, cl *benchClient, cfg benchConfig) (*w2Report, er
 	rep := &w2Report{Workload: "w2", Conversations: cfg.pairs, Step: cfg.step.String(), P99LimitMs: ms(cfg.p99Limit)}
 	maxSeq := make([]atomic.Int64, len(pairs))
 	var next atomic.Int64 // spreads the senders' messages over the conversations
-	for senders := 1; senders <= cfg.maxSenders; senders *= 2 {
+	// within runs a level and reports whether it kept the limit.
+	within := func(senders int) bool {
 		step := w2Run(ctx, cl, pairs, maxSeq, &next, senders, cfg.step)
 		rep.Steps = append(rep.Steps, step)
 		if step.Errors > 0 || step.Ack.P99 > ms(cfg.p99Limit) {
-			break
+			return false
 		}
 		if step.Rate > rep.BestRate {
 			rep.BestRate, rep.BestSenders = step.Rate, senders
+		}
+		return true
+	}
+	// Double until a level fails, then bisect between the last good level
+	// and the failed one down to an eighth of it, so the answer is not off
+	// by up to half for the coarse doubling.
+	good, bad := 0, 0
+	for senders := 1; senders <= cfg.maxSenders; senders *= 2 {
+		if !within(senders) {
+			bad = senders
+			break
+		}
+		good = senders
+	}
+	for good > 0 && bad > 0 && bad-good > max(1, good/8) && ctx.Err() == nil {
+		mid := (good + bad) / 2
+		if within(mid) {
+			good = mid
+		} else {
+			bad = mid
 		}
 	}
 	waitUntil(ctx, 5*time.Second, func() bool {
@@ -114,7 +136,7 @@ func w2Run(ctx context.Context, cl *benchClient, pairs []w1Pair, maxSeq []atomic
 }
 
 func (r *w2Report) table(w io.Writer) {
-	fmt.Fprintf(w, "W2: closed-loop senders over %d conversations, doubling every %s until p99 ack > %.0f ms\n", r.Conversations, r.Step, r.P99LimitMs)
+	fmt.Fprintf(w, "W2: closed-loop senders over %d conversations, %s per level, doubling until p99 ack > %.0f ms, then bisecting\n", r.Conversations, r.Step, r.P99LimitMs)
 	fmt.Fprintf(w, "  %8s %10s %8s %8s %8s %8s\n", "senders", "msg/s", "p50 ms", "p99 ms", "max ms", "errors")
 	for _, s := range r.Steps {
 		fmt.Fprintf(w, "  %8d %10.0f %8.2f %8.2f %8.2f %8d\n", s.Senders, s.Rate, s.Ack.P50, s.Ack.P99, s.Ack.Max, s.Errors)
