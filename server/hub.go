@@ -12,8 +12,9 @@ import (
 // a doorbell, not a record: a stream that misses an event (its buffer
 // overflowed, or a node's event never arrived) recovers from PostgreSQL.
 //
-// Publish never blocks. Each stream has a bounded buffer; a stream that falls
-// that far behind is cut off (its done channel closes with reason
+// Publish never blocks. Each stream has a bounded queue, which takes memory
+// only for the events waiting in it (an idle stream holds none); a stream
+// that falls that far behind is cut off (its done channel closes with reason
 // overflowed) and its client resumes from its cursors, so one slow reader
 // costs neither the senders nor the other streams, and memory stays bounded.
 type hub struct {
@@ -43,27 +44,75 @@ const (
 type subscription struct {
 	userID    string
 	sessionID string
-	events    chan *parleyv1.SubscribeResponse
 	done      chan struct{}
+	// ready holds a token while queue has events. The queue grows with the
+	// events waiting, up to max, so an idle stream holds no buffer at all.
+	ready chan struct{}
+	max   int
+	mu    sync.Mutex
+	queue []*parleyv1.SubscribeResponse
+
+	// onCut, when set, runs in its own goroutine when the hub cuts the
+	// stream off (overflow or revocation), not when it ends normally.
+	onCut func()
 
 	once   sync.Once
 	reason endReason // written before done closes
+}
+
+// offer queues ev for the stream, or reports false when max events are
+// already waiting.
+func (s *subscription) offer(ev *parleyv1.SubscribeResponse) bool {
+	s.mu.Lock()
+	if len(s.queue) >= s.max {
+		s.mu.Unlock()
+		return false
+	}
+	s.queue = append(s.queue, ev)
+	s.mu.Unlock()
+	select {
+	case s.ready <- struct{}{}:
+	default: // a token is already there
+	}
+	return true
+}
+
+// take returns the waiting events, oldest first, and empties the queue.
+func (s *subscription) take() []*parleyv1.SubscribeResponse {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queue
+	s.queue = nil
+	return q
+}
+
+// waiting is how many events are queued.
+func (s *subscription) waiting() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
 }
 
 func (s *subscription) end(r endReason) {
 	s.once.Do(func() {
 		s.reason = r
 		close(s.done)
+		if r != endNone && s.onCut != nil {
+			go s.onCut() // the hub's lock may be held: never block it
+		}
 	})
 }
 
 // subscribe registers a stream of userID's session, unless the user already
 // has maxPerUser streams on this node. Call unsubscribe when the stream ends.
-func (h *hub) subscribe(userID, sessionID string, maxPerUser int) (*subscription, bool) {
+// onCut, if not nil, runs when the hub cuts the stream off.
+func (h *hub) subscribe(userID, sessionID string, maxPerUser int, onCut func()) (*subscription, bool) {
 	s := &subscription{
 		userID:    userID,
 		sessionID: sessionID,
-		events:    make(chan *parleyv1.SubscribeResponse, h.buffer),
+		onCut:     onCut,
+		ready:     make(chan struct{}, 1),
+		max:       h.buffer,
 		done:      make(chan struct{}),
 	}
 	h.mu.Lock()
@@ -134,9 +183,7 @@ func (h *hub) deliver(userIDs []string, skipSession string, ev *parleyv1.Subscri
 			if skipSession != "" && s.sessionID == skipSession {
 				continue
 			}
-			select {
-			case s.events <- ev:
-			default:
+			if !s.offer(ev) {
 				s.end(endOverflowed)
 			}
 		}

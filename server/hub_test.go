@@ -13,15 +13,19 @@ func event(seq int64) *parleyv1.SubscribeResponse {
 
 func TestHubCutsOffAStreamThatFallsBehindAndNoOther(t *testing.T) {
 	h := newHub(4)
-	slow, _ := h.subscribe("u", "s1", 10)
-	fast, _ := h.subscribe("u", "s2", 10)
-	other, _ := h.subscribe("v", "s3", 10)
+	slow, _ := h.subscribe("u", "s1", 10, nil)
+	fast, _ := h.subscribe("u", "s2", 10, nil)
+	other, _ := h.subscribe("v", "s3", 10, nil)
 	got := 0
 	for i := range 100 {
 		h.publish([]string{"u", "v"}, "", event(int64(i)))
 		// fast and other keep up; slow never reads.
-		<-fast.events
-		<-other.events
+		for _, s := range []*subscription{fast, other} {
+			<-s.ready
+			if evs := s.take(); len(evs) != 1 || evs[0].GetMessage().GetSeq() != int64(i) {
+				t.Fatalf("stream %s got %v, want event %d alone", s.sessionID, evs, i)
+			}
+		}
 		got++
 	}
 	select {
@@ -32,8 +36,8 @@ func TestHubCutsOffAStreamThatFallsBehindAndNoOther(t *testing.T) {
 	if slow.reason != endOverflowed {
 		t.Fatalf("slow stream ended with reason %v, want overflowed", slow.reason)
 	}
-	if len(slow.events) > cap(slow.events) || cap(slow.events) != 4 {
-		t.Fatalf("slow stream holds %d events (cap %d): memory is not bounded by the buffer", len(slow.events), cap(slow.events))
+	if n := slow.waiting(); n != 4 {
+		t.Fatalf("slow stream holds %d events, want the 4 of its buffer: memory is not bounded by it", n)
 	}
 	for _, s := range []*subscription{fast, other} {
 		select {
@@ -49,8 +53,8 @@ func TestHubCutsOffAStreamThatFallsBehindAndNoOther(t *testing.T) {
 
 func TestHubEndsOnlyTheRevokedSessionsStreams(t *testing.T) {
 	h := newHub(4)
-	a, _ := h.subscribe("u", "s1", 10)
-	b, _ := h.subscribe("u", "s2", 10)
+	a, _ := h.subscribe("u", "s1", 10, nil)
+	b, _ := h.subscribe("u", "s2", 10, nil)
 	h.endSessions("u", "s1")
 	select {
 	case <-a.done:
@@ -71,13 +75,13 @@ func TestHubLimitsStreamsPerUserAndForgetsClosedOnes(t *testing.T) {
 	h := newHub(1)
 	var subs []*subscription
 	for i := range 3 {
-		s, ok := h.subscribe("u", fmt.Sprint(i), 3)
+		s, ok := h.subscribe("u", fmt.Sprint(i), 3, nil)
 		if !ok {
 			t.Fatalf("stream %d of 3 refused", i+1)
 		}
 		subs = append(subs, s)
 	}
-	if _, ok := h.subscribe("u", "x", 3); ok {
+	if _, ok := h.subscribe("u", "x", 3, nil); ok {
 		t.Fatal("a 4th stream was admitted with a limit of 3")
 	}
 	for _, s := range subs {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -68,25 +69,23 @@ func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.Subscribe
 	if err != nil {
 		return err
 	}
-	sub, ok := s.hub.subscribe(c.UserID, c.SessionID, s.cfg.MaxStreamsPerUser)
+	// A client that stops reading fills its HTTP/2 flow-control window, and
+	// then a write blocks until it reads again. When the hub cuts the stream
+	// off (its buffer overflowed, or its session was revoked), a blocked
+	// write must not keep the handler: a write deadline fails it. A client
+	// that reads gets the final status within the grace period; one whose
+	// window stays full sees the stream reset, and resumes from its cursors.
+	var onCut func()
+	if rc := responseController(ctx); rc != nil {
+		cutter := &streamCutter{rc: rc}
+		defer cutter.finish()
+		onCut = cutter.cut
+	}
+	sub, ok := s.hub.subscribe(c.UserID, c.SessionID, s.cfg.MaxStreamsPerUser, onCut)
 	if !ok {
 		return errTooManyStreams
 	}
 	defer s.hub.unsubscribe(sub)
-	// A client that stops reading fills its HTTP/2 flow-control window, and
-	// then a write blocks until it reads again. When the hub ends the stream
-	// (its buffer overflowed, or its session was revoked), a blocked write
-	// must not keep the handler: a write deadline fails it. A client that
-	// reads gets the final status within the grace period; one whose window
-	// stays full sees the stream reset, and resumes from its cursors.
-	if rc := responseController(ctx); rc != nil {
-		go func() {
-			<-sub.done
-			if sub.reason != endNone {
-				_ = rc.SetWriteDeadline(time.Now().Add(streamEndGrace))
-			}
-		}()
-	}
 	defer func() {
 		select {
 		case <-sub.done:
@@ -137,9 +136,11 @@ func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.Subscribe
 				return errStreamSessionEnded
 			}
 			return nil
-		case ev := <-sub.events:
-			if err := cu.live(ctx, ev); err != nil {
-				return err
+		case <-sub.ready:
+			for _, ev := range sub.take() {
+				if err := cu.live(ctx, ev); err != nil {
+					return err
+				}
 			}
 		case now := <-beat.C:
 			// The heartbeat reads positions from PostgreSQL, not the hub, so
@@ -538,6 +539,29 @@ func (s *messagesService) Sync(ctx context.Context, req *parleyv1.SyncRequest) (
 	}
 	slices.Sort(res.RemovedConversationIds)
 	return res, nil
+}
+
+// streamCutter sets the write deadline of a stream the hub cut off, but only
+// while its handler runs: net/http forbids touching a response after that.
+type streamCutter struct {
+	rc   *http.ResponseController
+	mu   sync.Mutex
+	over bool
+}
+
+func (c *streamCutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.over {
+		_ = c.rc.SetWriteDeadline(time.Now().Add(streamEndGrace))
+	}
+}
+
+// finish marks the handler done; call it before the handler returns.
+func (c *streamCutter) finish() {
+	c.mu.Lock()
+	c.over = true
+	c.mu.Unlock()
 }
 
 type responseControllerKey struct{}
