@@ -239,20 +239,26 @@ func (q *Queries) GroupView(ctx context.Context, arg GroupViewParams) (GroupView
 
 const insertGroup = `-- name: InsertGroup :exec
 
-INSERT INTO groups (conversation_id, name, created_by) VALUES ($1, $2, $3)
+INSERT INTO groups (conversation_id, name, created_by, avatar_media_id) VALUES ($1, $2, $3, $4)
 `
 
 type InsertGroupParams struct {
 	ConversationID string
 	Name           string
 	CreatedBy      *string
+	AvatarMediaID  *string
 }
 
 // Groups (server/groups.go). Every write below runs in a transaction that
 // holds the group conversation's row lock (LockConversation) first, so
 // membership counts, roles and the one owner are read settled.
 func (q *Queries) InsertGroup(ctx context.Context, arg InsertGroupParams) error {
-	_, err := q.db.Exec(ctx, insertGroup, arg.ConversationID, arg.Name, arg.CreatedBy)
+	_, err := q.db.Exec(ctx, insertGroup,
+		arg.ConversationID,
+		arg.Name,
+		arg.CreatedBy,
+		arg.AvatarMediaID,
+	)
 	return err
 }
 
@@ -583,29 +589,31 @@ const updateGroup = `-- name: UpdateGroup :exec
 UPDATE groups
 SET name                         = COALESCE($1, name),
     announcement                 = COALESCE($2, announcement),
-    avatar_media_id              = CASE WHEN $3::boolean THEN NULL ELSE avatar_media_id END,
-    invites_restricted_to_admins = COALESCE($4, invites_restricted_to_admins),
-    mute_all                     = COALESCE($5, mute_all),
+    avatar_media_id              = CASE WHEN $3::boolean THEN NULL ELSE COALESCE($4, avatar_media_id) END,
+    invites_restricted_to_admins = COALESCE($5, invites_restricted_to_admins),
+    mute_all                     = COALESCE($6, mute_all),
     updated_at                   = now()
-WHERE conversation_id = $6
+WHERE conversation_id = $7
 `
 
 type UpdateGroupParams struct {
 	Name                      *string
 	Announcement              *string
 	ClearAvatar               bool
+	AvatarMediaID             *string
 	InvitesRestrictedToAdmins *bool
 	MuteAll                   *bool
 	ConversationID            string
 }
 
 // UpdateGroup changes the fields given; a NULL leaves a field as it is
-// (clear_avatar removes the avatar).
+// (clear_avatar removes the avatar, avatar_media_id sets it).
 func (q *Queries) UpdateGroup(ctx context.Context, arg UpdateGroupParams) error {
 	_, err := q.db.Exec(ctx, updateGroup,
 		arg.Name,
 		arg.Announcement,
 		arg.ClearAvatar,
+		arg.AvatarMediaID,
 		arg.InvitesRestrictedToAdmins,
 		arg.MuteAll,
 		arg.ConversationID,

@@ -76,6 +76,26 @@ type GroupInvite struct {
 	CreatedAt      time.Time
 }
 
+type Medium struct {
+	ID               string
+	UploaderID       string
+	Kind             int16
+	State            int16
+	ContentType      string
+	SizeBytes        int64
+	Sha256           string
+	FileName         string
+	Width            int32
+	Height           int32
+	DurationMs       *int64
+	ThumbnailMediaID *string
+	UploadKey        *string
+	StorageKey       string
+	CreatedAt        time.Time
+	ExpiresAt        time.Time
+	CompletedAt      *time.Time
+}
+
 type Member struct {
 	ConversationID         string
 	UserID                 string
@@ -127,6 +147,12 @@ type Message struct {
 	MentionUserIds []string
 	RecalledAt     *time.Time
 	CreatedAt      time.Time
+}
+
+type MessageMedium struct {
+	MediaID        string
+	ConversationID string
+	Seq            int64
 }
 
 type ServerSecret struct {

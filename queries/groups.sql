@@ -3,7 +3,7 @@
 -- membership counts, roles and the one owner are read settled.
 
 -- name: InsertGroup :exec
-INSERT INTO groups (conversation_id, name, created_by) VALUES ($1, $2, $3);
+INSERT INTO groups (conversation_id, name, created_by, avatar_media_id) VALUES ($1, $2, $3, $4);
 
 -- GetGroup is a group with its owner and current member count.
 -- name: GetGroup :one
@@ -87,12 +87,12 @@ UPDATE members SET role = $3 WHERE conversation_id = $1 AND user_id = $2;
 UPDATE members SET mute_until = $3 WHERE conversation_id = $1 AND user_id = $2;
 
 -- UpdateGroup changes the fields given; a NULL leaves a field as it is
--- (clear_avatar removes the avatar).
+-- (clear_avatar removes the avatar, avatar_media_id sets it).
 -- name: UpdateGroup :exec
 UPDATE groups
 SET name                         = COALESCE(sqlc.narg('name'), name),
     announcement                 = COALESCE(sqlc.narg('announcement'), announcement),
-    avatar_media_id              = CASE WHEN @clear_avatar::boolean THEN NULL ELSE avatar_media_id END,
+    avatar_media_id              = CASE WHEN @clear_avatar::boolean THEN NULL ELSE COALESCE(sqlc.narg('avatar_media_id'), avatar_media_id) END,
     invites_restricted_to_admins = COALESCE(sqlc.narg('invites_restricted_to_admins'), invites_restricted_to_admins),
     mute_all                     = COALESCE(sqlc.narg('mute_all'), mute_all),
     updated_at                   = now()
