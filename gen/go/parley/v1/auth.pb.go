@@ -939,7 +939,10 @@ type UpdateProfileRequest struct {
 	// display_name, when present, becomes the name shown in chats (1 to 64 characters).
 	DisplayName *string `protobuf:"bytes,1,opt,name=display_name,json=displayName,proto3,oneof" json:"display_name,omitempty"`
 	// bio, when present, replaces the bio (up to 500 characters; empty clears it).
-	Bio           *string `protobuf:"bytes,2,opt,name=bio,proto3,oneof" json:"bio,omitempty"`
+	Bio *string `protobuf:"bytes,2,opt,name=bio,proto3,oneof" json:"bio,omitempty"`
+	// avatar_media_id, when present, becomes the profile picture: a completed IMAGE
+	// media the caller uploaded (see MediaService). Empty removes the picture.
+	AvatarMediaId *string `protobuf:"bytes,3,opt,name=avatar_media_id,json=avatarMediaId,proto3,oneof" json:"avatar_media_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -984,6 +987,13 @@ func (x *UpdateProfileRequest) GetDisplayName() string {
 func (x *UpdateProfileRequest) GetBio() string {
 	if x != nil && x.Bio != nil {
 		return *x.Bio
+	}
+	return ""
+}
+
+func (x *UpdateProfileRequest) GetAvatarMediaId() string {
+	if x != nil && x.AvatarMediaId != nil {
+		return *x.AvatarMediaId
 	}
 	return ""
 }
@@ -1485,12 +1495,14 @@ const file_parley_v1_auth_proto_rawDesc = "" +
 	"\fGetMeRequest\"j\n" +
 	"\rGetMeResponse\x12#\n" +
 	"\x04user\x18\x01 \x01(\v2\x0f.parley.v1.UserR\x04user\x124\n" +
-	"\aprivacy\x18\x02 \x01(\v2\x1a.parley.v1.PrivacySettingsR\aprivacy\"\x83\x01\n" +
+	"\aprivacy\x18\x02 \x01(\v2\x1a.parley.v1.PrivacySettingsR\aprivacy\"\x9e\x02\n" +
 	"\x14UpdateProfileRequest\x121\n" +
 	"\fdisplay_name\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@H\x00R\vdisplayName\x88\x01\x01\x12\x1f\n" +
-	"\x03bio\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03H\x01R\x03bio\x88\x01\x01B\x0f\n" +
+	"\x03bio\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03H\x01R\x03bio\x88\x01\x01\x12\x84\x01\n" +
+	"\x0favatar_media_id\x18\x03 \x01(\tBW\xbaHTrR2P^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$H\x02R\ravatarMediaId\x88\x01\x01B\x0f\n" +
 	"\r_display_nameB\x06\n" +
-	"\x04_bio\"<\n" +
+	"\x04_bioB\x12\n" +
+	"\x10_avatar_media_id\"<\n" +
 	"\x15UpdateProfileResponse\x12#\n" +
 	"\x04user\x18\x01 \x01(\v2\x0f.parley.v1.UserR\x04user\"}\n" +
 	"\x15ChangePasswordRequest\x125\n" +

@@ -89,7 +89,10 @@ type AuthServiceClient interface {
 	RevokeSession(context.Context, *v1.RevokeSessionRequest) (*v1.RevokeSessionResponse, error)
 	// GetMe returns the caller's profile and private settings.
 	GetMe(context.Context, *v1.GetMeRequest) (*v1.GetMeResponse, error)
-	// UpdateProfile changes the caller's display name and bio; unset fields are kept.
+	// UpdateProfile changes the caller's display name, bio and profile picture;
+	// unset fields are kept.
+	// Errors: NotFound when avatar_media_id is not the caller's media,
+	// FailedPrecondition when it is not a completed image.
 	UpdateProfile(context.Context, *v1.UpdateProfileRequest) (*v1.UpdateProfileResponse, error)
 	// ChangePassword replaces the caller's password and revokes every other session.
 	// Errors: Unauthenticated when current_password is wrong.
@@ -343,7 +346,10 @@ type AuthServiceHandler interface {
 	RevokeSession(context.Context, *v1.RevokeSessionRequest) (*v1.RevokeSessionResponse, error)
 	// GetMe returns the caller's profile and private settings.
 	GetMe(context.Context, *v1.GetMeRequest) (*v1.GetMeResponse, error)
-	// UpdateProfile changes the caller's display name and bio; unset fields are kept.
+	// UpdateProfile changes the caller's display name, bio and profile picture;
+	// unset fields are kept.
+	// Errors: NotFound when avatar_media_id is not the caller's media,
+	// FailedPrecondition when it is not a completed image.
 	UpdateProfile(context.Context, *v1.UpdateProfileRequest) (*v1.UpdateProfileResponse, error)
 	// ChangePassword replaces the caller's password and revokes every other session.
 	// Errors: Unauthenticated when current_password is wrong.
