@@ -304,12 +304,33 @@ func (s *authService) UpdateProfile(ctx context.Context, req *parleyv1.UpdatePro
 		bio := strings.TrimSpace(req.GetBio())
 		params.Bio = &bio
 	}
-	u, err := s.db.UpdateProfile(ctx, params)
-	if db.IsNoRows(err) {
-		return nil, errUserNotFound
-	}
+	var u db.User
+	err = s.db.Tx(ctx, func(q *db.Queries) error {
+		var err error
+		u, err = q.UpdateProfile(ctx, params)
+		if db.IsNoRows(err) {
+			return errUserNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("update profile: %w", err)
+		}
+		if req.AvatarMediaId == nil {
+			return nil
+		}
+		var avatar *string
+		if id := req.GetAvatarMediaId(); id != "" {
+			if err := checkAvatar(ctx, q, c.UserID, id); err != nil {
+				return err
+			}
+			avatar = &id
+		}
+		if u, err = q.SetAvatar(ctx, db.SetAvatarParams{ID: c.UserID, AvatarMediaID: avatar}); err != nil {
+			return fmt.Errorf("set avatar: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("update profile: %w", err)
+		return nil, err
 	}
 	return &parleyv1.UpdateProfileResponse{User: userToProto(u)}, nil
 }

@@ -44,6 +44,7 @@ type pendingSend struct {
 	req      *parleyv1.SendRequest
 	kind     int16
 	content  []byte
+	media    []string // the media the message refers to
 	done     chan sendResult // buffered, so a worker never waits for a Send
 }
 
@@ -293,6 +294,11 @@ func (b *appendBatch) apply(ctx context.Context, q *db.Queries, lookFirst bool) 
 	if err != nil {
 		return fmt.Errorf("append messages: %w", err)
 	}
+	if len(w.media.MediaIds) > 0 {
+		if err := q.InsertMessageMedia(ctx, w.media); err != nil {
+			return fmt.Errorf("record message media: %w", err)
+		}
+	}
 	bySeq := make(map[string]map[int64]db.Message, len(convIDs))
 	for _, r := range rows {
 		if bySeq[r.ConversationID] == nil {
@@ -363,6 +369,7 @@ func messageResult(m db.Message, duplicate bool) sendResult {
 // appendWrite gathers the arrays of AppendMessages.
 type appendWrite struct {
 	params db.AppendMessagesParams
+	media  db.InsertMessageMediaParams
 	sends  []int // batch index of each message, in params order
 	marks  map[sendKey]int
 }
@@ -377,6 +384,11 @@ func (w *appendWrite) add(i int, p *pendingSend, seq int64) {
 	w.params.Contents = append(w.params.Contents, p.content)
 	w.params.ReplyToSeqs = append(w.params.ReplyToSeqs, p.req.GetReplyToSeq())
 	w.params.Mentions = append(w.params.Mentions, strings.Join(p.req.GetMentionUserIds(), ","))
+	for _, id := range p.media {
+		w.media.MediaIds = append(w.media.MediaIds, id)
+		w.media.ConversationIds = append(w.media.ConversationIds, p.convID)
+		w.media.Seqs = append(w.media.Seqs, seq)
+	}
 	// Sending reads everything before it: one cursor move per sender and
 	// conversation, to the sender's last seq in the batch.
 	if w.marks == nil {

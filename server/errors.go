@@ -80,7 +80,6 @@ var (
 	errTargetIsOwner      = errors.New("the owner's role changes only with TransferOwnership")
 	errMutedAll           = errors.New("only the owner and admins may send in this group for now")
 	errMutedInGroup       = errors.New("you are muted in this group; GetGroup shows until when")
-	errGroupMediaNotFound = errors.New("avatar_media_id: media not found among your uploads")
 	errInviteNotFound     = errors.New("invite code not found")
 	errInviteExpired      = errors.New("this invite code has expired")
 	errInviteRevoked      = errors.New("this invite code was revoked")
@@ -89,6 +88,20 @@ var (
 	errTooManyInvites     = errors.New("a group has at most 20 usable invite codes; revoke one first")
 	errRemovedFromGroup   = errors.New("you were removed from this group; a member must add you back")
 	errMayNotRevokeInvite = errors.New("only the code's creator, the owner and admins may revoke it")
+
+	// Media.
+	errMediaNotFound     = errors.New("media not found")
+	errMediaNotReady     = errors.New("media is not completed yet; upload its bytes and call CompleteUpload")
+	errMediaNotYours     = errors.New("media: you may only send media you uploaded yourself")
+	errThumbnailNotFound = errors.New("thumbnail_media_id: media not found among your uploads")
+	errThumbnailUnfit    = errors.New("thumbnail_media_id: must be a completed image of at most 1 MiB")
+	errAvatarNotFound    = errors.New("avatar_media_id: media not found among your uploads")
+	errAvatarUnfit       = errors.New("avatar_media_id: must be a completed image")
+	errUploadExpired     = errors.New("the upload has expired; create a new one")
+	errNothingUploaded   = errors.New("nothing has been uploaded for this media; send its bytes to upload_url first")
+	errUploadSize        = errors.New("the uploaded bytes are not the declared size_bytes; create a new upload")
+	errUploadChecksum    = errors.New("the uploaded bytes do not match the declared sha256; create a new upload")
+	errImageUndecodable  = errors.New("the uploaded image cannot be decoded; create a new upload")
 )
 
 var errorCodes = map[error]connect.Code{
@@ -145,7 +158,6 @@ var errorCodes = map[error]connect.Code{
 	errTargetIsOwner:      connect.CodeFailedPrecondition,
 	errMutedAll:           connect.CodePermissionDenied,
 	errMutedInGroup:       connect.CodePermissionDenied,
-	errGroupMediaNotFound: connect.CodeNotFound,
 	errInviteNotFound:     connect.CodeNotFound,
 	errInviteExpired:      connect.CodeFailedPrecondition,
 	errInviteRevoked:      connect.CodeFailedPrecondition,
@@ -154,6 +166,19 @@ var errorCodes = map[error]connect.Code{
 	errTooManyInvites:     connect.CodeResourceExhausted,
 	errRemovedFromGroup:   connect.CodePermissionDenied,
 	errMayNotRevokeInvite: connect.CodePermissionDenied,
+
+	errMediaNotFound:     connect.CodeNotFound,
+	errMediaNotReady:     connect.CodeFailedPrecondition,
+	errMediaNotYours:     connect.CodePermissionDenied,
+	errThumbnailNotFound: connect.CodeNotFound,
+	errThumbnailUnfit:    connect.CodeFailedPrecondition,
+	errAvatarNotFound:    connect.CodeNotFound,
+	errAvatarUnfit:       connect.CodeFailedPrecondition,
+	errUploadExpired:     connect.CodeFailedPrecondition,
+	errNothingUploaded:   connect.CodeFailedPrecondition,
+	errUploadSize:        connect.CodeFailedPrecondition,
+	errUploadChecksum:    connect.CodeFailedPrecondition,
+	errImageUndecodable:  connect.CodeFailedPrecondition,
 }
 
 // toConnectError maps err to what the client sees. A *connect.Error passes

@@ -280,15 +280,21 @@ func (s *groupsService) CreateGroup(ctx context.Context, req *parleyv1.CreateGro
 	if ok, wait := s.creates.allow(c.UserID, time.Now()); !ok {
 		return nil, resourceExhausted("too many groups created; wait", wait)
 	}
-	if req.GetAvatarMediaId() != "" {
-		return nil, errGroupMediaNotFound // no media is stored before MediaService
-	}
 	ids := slices.DeleteFunc(slices.Clone(req.GetMemberIds()), func(id string) bool { return id == c.UserID })
 	if 1+len(ids) > s.cfg.MaxGroupMembers {
 		return nil, errGroupFull
 	}
 	gt := &groupTx{}
+	var avatar *string
+	if id := req.GetAvatarMediaId(); id != "" {
+		avatar = &id
+	}
 	err = s.db.Tx(ctx, func(q *db.Queries) error {
+		if avatar != nil {
+			if err := checkAvatar(ctx, q, c.UserID, *avatar); err != nil {
+				return err
+			}
+		}
 		if err := addableUsers(ctx, q, c.UserID, ids); err != nil {
 			return err
 		}
@@ -296,7 +302,7 @@ func (s *groupsService) CreateGroup(ctx context.Context, req *parleyv1.CreateGro
 		if err != nil {
 			return fmt.Errorf("create conversation: %w", err)
 		}
-		if err := q.InsertGroup(ctx, db.InsertGroupParams{ConversationID: conv.ID, Name: req.GetName(), CreatedBy: &c.UserID}); err != nil {
+		if err := q.InsertGroup(ctx, db.InsertGroupParams{ConversationID: conv.ID, Name: req.GetName(), CreatedBy: &c.UserID, AvatarMediaID: avatar}); err != nil {
 			return fmt.Errorf("insert group: %w", err)
 		}
 		join := func(users []string, role int16) error {
@@ -439,10 +445,13 @@ func (s *groupsService) UpdateGroup(ctx context.Context, req *parleyv1.UpdateGro
 				AnnouncementChanged: &parleyv1.AnnouncementChanged{Announcement: req.GetAnnouncement()},
 			}})
 		}
-		if req.AvatarMediaId != nil {
-			if req.GetAvatarMediaId() != "" {
-				return errGroupMediaNotFound // no media is stored before MediaService
+		if id := req.GetAvatarMediaId(); id != "" && (g.AvatarMediaID == nil || *g.AvatarMediaID != id) {
+			if err := checkAvatar(ctx, gt.q, c.UserID, id); err != nil {
+				return err
 			}
+			p.AvatarMediaID = &id
+			events = append(events, &parleyv1.SystemContent{Event: &parleyv1.SystemContent_GroupAvatarChanged{GroupAvatarChanged: &parleyv1.GroupAvatarChanged{AvatarMediaId: id}}})
+		} else if req.AvatarMediaId != nil && id == "" {
 			if g.AvatarMediaID != nil {
 				p.ClearAvatar = true
 				events = append(events, &parleyv1.SystemContent{Event: &parleyv1.SystemContent_GroupAvatarChanged{GroupAvatarChanged: &parleyv1.GroupAvatarChanged{}}})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/parley-chat/parley/db"
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
@@ -66,7 +67,7 @@ func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (
 	if ok, wait := s.sends.allow(c.UserID, time.Now()); !ok {
 		return nil, resourceExhausted("sending too fast; slow down", wait)
 	}
-	kind, content, err := sendContent(req)
+	kind, content, media, err := s.messageContent(ctx, c.UserID, req)
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +83,7 @@ func (s *messagesService) Send(ctx context.Context, req *parleyv1.SendRequest) (
 		req:      req,
 		kind:     kind,
 		content:  content,
+		media:    media,
 	})
 	if err != nil {
 		return nil, err
@@ -187,7 +189,103 @@ func admitToGroup(me db.ListMembersForAppendRow, now time.Time) error {
 	return nil
 }
 
-// sendContent encodes the content of a Send for storage.
+// messageContent encodes the content of a Send for storage, with the media
+// it refers to.
+func (s *messagesService) messageContent(ctx context.Context, senderID string, req *parleyv1.SendRequest) (int16, []byte, []string, error) {
+	var id string
+	var want parleyv1.MediaKind
+	switch content := req.GetContent().(type) {
+	case *parleyv1.SendRequest_Image:
+		id, want = content.Image.GetMediaId(), parleyv1.MediaKind_MEDIA_KIND_IMAGE
+	case *parleyv1.SendRequest_Voice:
+		id, want = content.Voice.GetMediaId(), parleyv1.MediaKind_MEDIA_KIND_VOICE
+	case *parleyv1.SendRequest_Video:
+		id, want = content.Video.GetMediaId(), parleyv1.MediaKind_MEDIA_KIND_VIDEO
+	case *parleyv1.SendRequest_File:
+		id, want = content.File.GetMediaId(), parleyv1.MediaKind_MEDIA_KIND_FILE
+	default:
+		kind, b, err := sendContent(req)
+		return kind, b, nil, err
+	}
+	m, err := s.sendableMedia(ctx, senderID, id, want)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	// A ready media never changes, so what is read here is what the
+	// message keeps.
+	stored, kind := mediaMessage(m)
+	b, err := proto.Marshal(stored)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("encode content: %w", err)
+	}
+	refs := []string{m.ID}
+	if m.ThumbnailMediaID != nil {
+		refs = append(refs, *m.ThumbnailMediaID)
+	}
+	return kind, b, refs, nil
+}
+
+// sendableMedia returns the media a Send names after checking that the
+// sender uploaded it, it is complete, and it is of the content's kind.
+func (s *messagesService) sendableMedia(ctx context.Context, senderID, id string, want parleyv1.MediaKind) (db.Medium, error) {
+	m, err := s.db.GetMedia(ctx, id)
+	if db.IsNoRows(err) {
+		return m, errMediaNotFound
+	}
+	if err != nil {
+		return m, fmt.Errorf("get media: %w", err)
+	}
+	if m.UploaderID != senderID {
+		visible, err := s.db.MediaVisible(ctx, db.MediaVisibleParams{MediaID: id, UserID: senderID})
+		if err != nil {
+			return m, fmt.Errorf("check media access: %w", err)
+		}
+		if !visible {
+			return m, errMediaNotFound
+		}
+		return m, errMediaNotYours
+	}
+	if m.State != mediaReady {
+		return m, errMediaNotReady
+	}
+	if got := parleyv1.MediaKind(m.Kind); got != want {
+		return m, invalidArgument("content", "parley.media_kind", fmt.Sprintf("media %s is of kind %s; send it as that kind of content", id, got))
+	}
+	return m, nil
+}
+
+// mediaMessage is the stored content of a message carrying m.
+func mediaMessage(m db.Medium) (*parleyv1.Message, int16) {
+	var duration *durationpb.Duration
+	if m.DurationMs != nil {
+		duration = durationpb.New(time.Duration(*m.DurationMs) * time.Millisecond)
+	}
+	var thumb string
+	if m.ThumbnailMediaID != nil {
+		thumb = *m.ThumbnailMediaID
+	}
+	switch parleyv1.MediaKind(m.Kind) {
+	case parleyv1.MediaKind_MEDIA_KIND_IMAGE:
+		return &parleyv1.Message{Content: &parleyv1.Message_Image{Image: &parleyv1.ImageContent{
+			MediaId: m.ID, ContentType: m.ContentType, SizeBytes: m.SizeBytes, Width: m.Width, Height: m.Height, ThumbnailMediaId: thumb,
+		}}}, kindImage
+	case parleyv1.MediaKind_MEDIA_KIND_VOICE:
+		return &parleyv1.Message{Content: &parleyv1.Message_Voice{Voice: &parleyv1.VoiceContent{
+			MediaId: m.ID, ContentType: m.ContentType, SizeBytes: m.SizeBytes, Duration: duration,
+		}}}, kindVoice
+	case parleyv1.MediaKind_MEDIA_KIND_VIDEO:
+		return &parleyv1.Message{Content: &parleyv1.Message_Video{Video: &parleyv1.VideoContent{
+			MediaId: m.ID, ContentType: m.ContentType, SizeBytes: m.SizeBytes, Width: m.Width, Height: m.Height,
+			Duration: duration, ThumbnailMediaId: thumb,
+		}}}, kindVideo
+	default:
+		return &parleyv1.Message{Content: &parleyv1.Message_File{File: &parleyv1.FileContent{
+			MediaId: m.ID, ContentType: m.ContentType, SizeBytes: m.SizeBytes, FileName: m.FileName,
+		}}}, kindFile
+	}
+}
+
+// sendContent encodes the text content of a Send for storage.
 func sendContent(req *parleyv1.SendRequest) (int16, []byte, error) {
 	var stored parleyv1.Message
 	var kind int16
@@ -195,8 +293,6 @@ func sendContent(req *parleyv1.SendRequest) (int16, []byte, error) {
 	case *parleyv1.SendRequest_Text:
 		stored.Content = &parleyv1.Message_Text{Text: content.Text}
 		kind = kindText
-	case *parleyv1.SendRequest_Image, *parleyv1.SendRequest_Voice, *parleyv1.SendRequest_Video, *parleyv1.SendRequest_File:
-		return 0, nil, invalidArgument("content", "parley.media_unavailable", "media messages need MediaService, which this server does not offer yet; send text")
 	default:
 		return 0, nil, invalidArgument("content", "parley.content_required", "a message needs content")
 	}

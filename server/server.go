@@ -23,6 +23,7 @@ import (
 
 	"github.com/parley-chat/parley/db"
 	"github.com/parley-chat/parley/gen/go/parley/v1/parleyv1connect"
+	"github.com/parley-chat/parley/storage"
 )
 
 // Config are the server's tunables. DefaultConfig gives production values.
@@ -71,6 +72,8 @@ type Config struct {
 	RedisChannel string
 	// MaxGroupMembers bounds a group's current members, owner included.
 	MaxGroupMembers int
+	// Media is where uploads go and what they may be.
+	Media MediaConfig
 }
 
 // DefaultConfig returns the production configuration.
@@ -94,6 +97,7 @@ func DefaultConfig() Config {
 		RecallWindow:       2 * time.Minute,
 		RedisChannel:       "parley:events",
 		MaxGroupMembers:    500,
+		Media:              DefaultMediaConfig(),
 	}
 }
 
@@ -107,6 +111,9 @@ type Server struct {
 	msgs    *messagesService
 	groups  *groupsService
 	cts     *contactsService
+	media   *mediaService
+	local   *storage.Local // nil when media is on S3
+	sweeper *mediaSweeper
 	metrics *metrics
 	reg     *prometheus.Registry
 	health  *healthChecker
@@ -136,6 +143,13 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 			return nil, err
 		}
 	}
+	store, local, err := newStore(ctx, d, cfg.Media)
+	if err != nil {
+		if h.relay != nil {
+			h.relay.Close()
+		}
+		return nil, err
+	}
 	pres := newPresence(d, h, h.relay, logger)
 	msgs := newMessagesService(d, h, toks, pres, newCommitter(d, h, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg)
 	return &Server{
@@ -148,6 +162,9 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		msgs:    msgs,
 		groups:  newGroupsService(d, h, msgs, cfg),
 		cts:     newContactsService(d, h, msgs, cfg),
+		media:   newMediaService(d, store, cfg.Media, logger),
+		local:   local,
+		sweeper: newMediaSweeper(d, store, cfg.Media.SweepInterval, logger),
 		pres:    pres,
 		metrics: m,
 		reg:     reg,
@@ -156,14 +173,17 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 			parleyv1connect.MessagesServiceName: true,
 			parleyv1connect.GroupsServiceName:   true,
 			parleyv1connect.ContactsServiceName: true,
+			parleyv1connect.MediaServiceName:    true,
 		}},
 	}, nil
 }
 
 // Close stops the server's background work (the Send committers, presence,
-// the Redis relay). Call it after the HTTP server has drained its requests.
+// the upload sweeper, the Redis relay). Call it after the HTTP server has
+// drained its requests.
 func (s *Server) Close() {
 	s.msgs.appends.Close()
+	s.sweeper.Close()
 	s.pres.Close()
 	if s.relay != nil {
 		s.relay.Close()
@@ -212,12 +232,20 @@ func (s *Server) Handler() http.Handler {
 	handle(parleyv1connect.NewMessagesServiceHandler(s.msgs, opts...))
 	handle(parleyv1connect.NewGroupsServiceHandler(s.groups, opts...))
 	handle(parleyv1connect.NewContactsServiceHandler(s.cts, opts...))
+	mediaPath, mediaHandler := parleyv1connect.NewMediaServiceHandler(s.media, opts...)
+	handle(mediaPath, withOrigin(mediaHandler))
+	if s.local != nil {
+		// Uploads and downloads of the local store: the URL's signature
+		// is the permission, so no access token is asked for.
+		mux.Handle(storage.LocalPrefix, s.local.Handler())
+	}
 
 	services := []string{
 		parleyv1connect.AuthServiceName,
 		parleyv1connect.MessagesServiceName,
 		parleyv1connect.GroupsServiceName,
 		parleyv1connect.ContactsServiceName,
+		parleyv1connect.MediaServiceName,
 		grpchealth.HealthV1ServiceName,
 		grpcreflect.ReflectV1ServiceName,
 		grpcreflect.ReflectV1AlphaServiceName,
@@ -239,7 +267,7 @@ func (s *Server) withCORS(h http.Handler) http.Handler {
 	}
 	return cors.New(cors.Options{
 		AllowedOrigins: s.cfg.CORSOrigins,
-		AllowedMethods: connectcors.AllowedMethods(),
+		AllowedMethods: append(connectcors.AllowedMethods(), http.MethodPut), // PUT: local uploads
 		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
 		ExposedHeaders: connectcors.ExposedHeaders(),
 		MaxAge:         7200,

@@ -54,6 +54,7 @@ func newEnv(t testing.TB, edit ...func(*server.Config)) *env {
 func newEnvOn(t testing.TB, d *db.DB, edit ...func(*server.Config)) *env {
 	t.Helper()
 	cfg := testConfig()
+	cfg.Media.Dir = t.TempDir()
 	for _, e := range edit {
 		e(&cfg)
 	}

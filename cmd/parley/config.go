@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -70,6 +71,22 @@ func (e *envFlags) uint(p *uint, name, env string, def uint, help string) {
 	e.fs.UintVar(p, name, uint(n), help+" ("+env+")")
 }
 
+func (e *envFlags) int64(p *int64, name, env string, def int64, help string) {
+	n, err := strconv.ParseInt(e.env(env, strconv.FormatInt(def, 10)), 10, 64)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%s: %w", env, err))
+	}
+	e.fs.Int64Var(p, name, n, help+" ("+env+")")
+}
+
+func (e *envFlags) bool(p *bool, name, env string, def bool, help string) {
+	b, err := strconv.ParseBool(e.env(env, strconv.FormatBool(def)))
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%s: %w", env, err))
+	}
+	e.fs.BoolVar(p, name, b, help+" ("+env+")")
+}
+
 func parseConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("parley "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -106,6 +123,29 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.int(&c.server.StreamBuffer, "stream-buffer", "PARLEY_STREAM_BUFFER", def.StreamBuffer, "events a Subscribe stream may fall behind before it is closed")
 	e.duration(&c.server.HeartbeatInterval, "heartbeat", "PARLEY_HEARTBEAT", def.HeartbeatInterval, "interval of Subscribe heartbeats")
 	e.int(&c.server.MaxGroupMembers, "max-group-members", "PARLEY_MAX_GROUP_MEMBERS", def.MaxGroupMembers, "most members of one group, owner included")
+	m := &c.server.Media
+	var imageTypes, voiceTypes, videoTypes, fileTypes string
+	e.string(&m.Dir, "media-dir", "PARLEY_MEDIA_DIR", "", "directory of the local media store (empty: <data-dir>/media)")
+	e.string(&m.PublicURL, "public-url", "PARLEY_PUBLIC_URL", "", "URL clients reach this server at, for local media URLs (empty: from each request)")
+	e.string(&m.S3.Endpoint, "s3-endpoint", "PARLEY_S3_ENDPOINT", "", "S3-compatible endpoint URL; set to keep media in S3 instead of the local store")
+	e.string(&m.S3.Bucket, "s3-bucket", "PARLEY_S3_BUCKET", "parley-media", "S3 bucket (created when missing)")
+	e.string(&m.S3.AccessKey, "s3-access-key", "PARLEY_S3_ACCESS_KEY", "", "S3 access key")
+	e.string(&m.S3.SecretKey, "s3-secret-key", "PARLEY_S3_SECRET_KEY", "", "S3 secret key")
+	e.string(&m.S3.Region, "s3-region", "PARLEY_S3_REGION", "us-east-1", "S3 region")
+	e.bool(&m.S3.PathStyle, "s3-path-style", "PARLEY_S3_PATH_STYLE", false, "address the bucket in the URL path, as most self-hosted servers need")
+	e.int64(&m.MaxImageBytes, "media-max-image-bytes", "PARLEY_MEDIA_MAX_IMAGE_BYTES", def.Media.MaxImageBytes, "largest image upload")
+	e.int64(&m.MaxVoiceBytes, "media-max-voice-bytes", "PARLEY_MEDIA_MAX_VOICE_BYTES", def.Media.MaxVoiceBytes, "largest voice upload")
+	e.int64(&m.MaxVideoBytes, "media-max-video-bytes", "PARLEY_MEDIA_MAX_VIDEO_BYTES", def.Media.MaxVideoBytes, "largest video upload")
+	e.int64(&m.MaxFileBytes, "media-max-file-bytes", "PARLEY_MEDIA_MAX_FILE_BYTES", def.Media.MaxFileBytes, "largest file upload")
+	e.duration(&m.MaxVoiceDuration, "media-max-voice-duration", "PARLEY_MEDIA_MAX_VOICE_DURATION", def.Media.MaxVoiceDuration, "longest voice note")
+	e.string(&imageTypes, "media-image-types", "PARLEY_MEDIA_IMAGE_TYPES", strings.Join(def.Media.ImageTypes, ","), "content types allowed for images")
+	e.string(&voiceTypes, "media-voice-types", "PARLEY_MEDIA_VOICE_TYPES", strings.Join(def.Media.VoiceTypes, ","), "content types allowed for voice notes")
+	e.string(&videoTypes, "media-video-types", "PARLEY_MEDIA_VIDEO_TYPES", strings.Join(def.Media.VideoTypes, ","), "content types allowed for videos")
+	e.string(&fileTypes, "media-file-types", "PARLEY_MEDIA_FILE_TYPES", strings.Join(def.Media.FileTypes, ","), "content types allowed for files (* any)")
+	e.duration(&m.UploadTTL, "media-upload-ttl", "PARLEY_MEDIA_UPLOAD_TTL", def.Media.UploadTTL, "how long an upload may take before it is dropped")
+	e.duration(&m.URLTTL, "media-url-ttl", "PARLEY_MEDIA_URL_TTL", def.Media.URLTTL, "how long a download URL works")
+	e.duration(&m.SweepInterval, "media-sweep-interval", "PARLEY_MEDIA_SWEEP_INTERVAL", def.Media.SweepInterval, "how often expired uploads are deleted")
+	e.int(&m.UploadsPerUser.Burst, "upload-limit", "PARLEY_UPLOAD_LIMIT", def.Media.UploadsPerUser.Burst, "uploads a user may start per 10 minutes (0: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -130,12 +170,28 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	c.server.FriendRequests.Per = def.FriendRequests.Per
 	c.server.MaxStreamsPerUser = def.MaxStreamsPerUser
 	c.server.RedisChannel = def.RedisChannel
-	for _, o := range strings.Split(cors, ",") {
+	m.UploadsPerUser.Per = def.Media.UploadsPerUser.Per
+	m.MaxImagePixels = def.Media.MaxImagePixels
+	m.ImageTypes, m.VoiceTypes, m.VideoTypes, m.FileTypes = list(imageTypes), list(voiceTypes), list(videoTypes), list(fileTypes)
+	if m.Dir == "" {
+		m.Dir = filepath.Join(c.dataDir, "media")
+	}
+	if m.UploadTTL <= 0 || m.URLTTL <= 0 || m.SweepInterval <= 0 {
+		return c, fmt.Errorf("PARLEY_MEDIA_UPLOAD_TTL, PARLEY_MEDIA_URL_TTL and PARLEY_MEDIA_SWEEP_INTERVAL must be positive")
+	}
+	c.server.CORSOrigins = list(cors)
+	return c, nil
+}
+
+// list splits a comma-separated setting, dropping empty items.
+func list(s string) []string {
+	var out []string
+	for _, o := range strings.Split(s, ",") {
 		if o = strings.TrimSpace(o); o != "" {
-			c.server.CORSOrigins = append(c.server.CORSOrigins, o)
+			out = append(out, o)
 		}
 	}
-	return c, nil
+	return out
 }
 
 func (c config) logger(w io.Writer) (*slog.Logger, error) {

@@ -1,0 +1,178 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"image"
+	_ "image/gif" // registers the GIF decoder with image.Decode
+	"image/jpeg"
+	"image/png"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+
+	"golang.org/x/image/draw"
+	_ "golang.org/x/image/webp" // registers the WebP decoder with image.Decode
+
+	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
+)
+
+// thumbnailSide is the longest side of a thumbnail the server makes.
+const thumbnailSide = 320
+
+// sniffLen is how much of a file the content checks read.
+const sniffLen = 512
+
+// baseType is a content type's media type, lower case, without parameters;
+// empty when it does not parse.
+func baseType(contentType string) string {
+	t, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(t)
+}
+
+// sniff names the format of a file from its first bytes: what
+// http.DetectContentType finds, plus the audio and container formats it
+// leaves out (MP3 without ID3, AAC, AMR, FLAC, any ISO media file).
+func sniff(head []byte) string {
+	switch {
+	case len(head) >= 12 && string(head[4:8]) == "ftyp":
+		return "video/mp4" // ISO base media: MP4, M4A, MOV, 3GP
+	case bytes.HasPrefix(head, []byte("#!AMR")):
+		return "audio/amr"
+	case bytes.HasPrefix(head, []byte("fLaC")):
+		return "audio/flac"
+	case len(head) >= 2 && head[0] == 0xFF && head[1]&0xF6 == 0xF0:
+		return "audio/aac" // ADTS
+	case len(head) >= 2 && head[0] == 0xFF && head[1]&0xE0 == 0xE0:
+		return "audio/mpeg" // MPEG audio frame sync
+	}
+	t := baseType(http.DetectContentType(head))
+	if t == "" {
+		return "application/octet-stream"
+	}
+	return t
+}
+
+// agreeing lists, for each sniffed format, the declared types it may be.
+var agreeing = map[string][]string{
+	"image/png":       {"image/png", "image/apng"},
+	"image/jpeg":      {"image/jpeg", "image/jpg", "image/pjpeg"},
+	"image/gif":       {"image/gif"},
+	"image/webp":      {"image/webp"},
+	"image/bmp":       {"image/bmp"},
+	"application/ogg": {"audio/ogg", "audio/opus", "video/ogg", "application/ogg"},
+	"video/webm":      {"video/webm", "audio/webm", "video/x-matroska", "audio/x-matroska"},
+	"video/mp4":       {"video/mp4", "audio/mp4", "audio/m4a", "audio/x-m4a", "video/quicktime", "video/3gpp", "audio/3gpp", "audio/aac"},
+	"audio/mpeg":      {"audio/mpeg", "audio/mp3"},
+	"audio/aac":       {"audio/aac", "audio/aacp", "audio/x-aac"},
+	"audio/amr":       {"audio/amr", "audio/amr-wb"},
+	"audio/flac":      {"audio/flac", "audio/x-flac"},
+	"audio/wave":      {"audio/wav", "audio/wave", "audio/x-wav", "audio/vnd.wave"},
+	"video/avi":       {"video/avi", "video/x-msvideo"},
+	"text/html":       {"text/html"},
+	"text/xml":        {"text/xml", "application/xml", "image/svg+xml"},
+	"application/pdf": {"application/pdf"},
+	"application/zip": {"application/zip"},
+}
+
+// recognisable are the declared types whose bytes sniff can confirm: a
+// file declared as one of them must be one.
+var recognisable = func() map[string]bool {
+	m := map[string]bool{}
+	for _, ts := range agreeing {
+		for _, t := range ts {
+			m[t] = true
+		}
+	}
+	return m
+}()
+
+// Why an upload's content was refused.
+var (
+	errContentNotAllowed = errors.New("is not a format allowed for this kind of media")
+	errContentMismatch   = errors.New("does not match the declared content type")
+)
+
+// checkContent checks a file's first bytes against its kind and declared
+// type. Images, voice and video must sniff as a format allowed for their
+// kind that agrees with the declared type. A file may be anything, but a
+// declared type sniffing can recognise must be true, and content a browser
+// would run as a page (HTML, XML) must be declared as such.
+func checkContent(kind parleyv1.MediaKind, declared string, head []byte, allowed []string) error {
+	got := sniff(head)
+	want := baseType(declared)
+	agrees := slices.Contains(agreeing[got], want)
+	if kind == parleyv1.MediaKind_MEDIA_KIND_FILE {
+		switch {
+		case agrees:
+			return nil
+		case recognisable[want], got == "text/html", got == "text/xml":
+			return fmt.Errorf("content (%s) %w %s", got, errContentMismatch, want)
+		}
+		return nil
+	}
+	if !agrees {
+		return fmt.Errorf("content (%s) %w %s", got, errContentMismatch, want)
+	}
+	if !typeAllowed(want, allowed) {
+		return fmt.Errorf("content (%s) %w", got, errContentNotAllowed)
+	}
+	return nil
+}
+
+// typeAllowed says whether a base type is on an allow-list; "*" allows all
+// and "audio/*" a whole family.
+func typeAllowed(t string, allowed []string) bool {
+	for _, a := range allowed {
+		a = strings.ToLower(strings.TrimSpace(a))
+		if a == "*" || a == t || strings.HasSuffix(a, "/*") && strings.HasPrefix(t, strings.TrimSuffix(a, "*")) {
+			return true
+		}
+	}
+	return false
+}
+
+// thumbnail is an encoded preview image.
+type thumbnail struct {
+	data          []byte
+	contentType   string
+	width, height int
+}
+
+// makeThumbnail decodes an image and scales it so that its longest side is
+// at most thumbnailSide pixels (it never enlarges), encoded as JPEG, or PNG
+// when the image has transparency.
+func makeThumbnail(src image.Image) (thumbnail, error) {
+	b := src.Bounds()
+	w, h := b.Dx(), b.Dy()
+	if w <= 0 || h <= 0 {
+		return thumbnail{}, errors.New("empty image")
+	}
+	tw, th := w, h
+	if longest := max(w, h); longest > thumbnailSide {
+		tw = max(1, (w*thumbnailSide+longest/2)/longest)
+		th = max(1, (h*thumbnailSide+longest/2)/longest)
+	}
+	dst := image.NewRGBA(image.Rect(0, 0, tw, th))
+	draw.CatmullRom.Scale(dst, dst.Bounds(), src, b, draw.Src, nil)
+	var buf bytes.Buffer
+	out := thumbnail{width: tw, height: th}
+	if dst.Opaque() {
+		out.contentType = "image/jpeg"
+		if err := jpeg.Encode(&buf, dst, &jpeg.Options{Quality: 80}); err != nil {
+			return thumbnail{}, fmt.Errorf("encode thumbnail: %w", err)
+		}
+	} else {
+		out.contentType = "image/png"
+		if err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&buf, dst); err != nil {
+			return thumbnail{}, fmt.Errorf("encode thumbnail: %w", err)
+		}
+	}
+	out.data = buf.Bytes()
+	return out, nil
+}
