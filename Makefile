@@ -28,6 +28,7 @@ build: ## Build the parley binary into bin/
 .PHONY: test
 test: ## Install what is missing and run every test with the race detector
 	@scripts/ensure-packages.sh postgres redis gcc
+	@scripts/ensure-test-tools.sh
 	CGO_ENABLED=1 go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: tools

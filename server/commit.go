@@ -44,7 +44,7 @@ type pendingSend struct {
 	req      *parleyv1.SendRequest
 	kind     int16
 	content  []byte
-	media    []string // the media the message refers to
+	media    []string        // the media the message refers to
 	done     chan sendResult // buffered, so a worker never waits for a Send
 }
 

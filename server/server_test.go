@@ -20,7 +20,11 @@ import (
 	"github.com/parley-chat/parley/server"
 )
 
-func TestMain(m *testing.M) { os.Exit(dbtest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := dbtest.Main(m)
+	stopS3()
+	os.Exit(code)
+}
 
 // testConfig is the production configuration with cheap password hashing and
 // limits loose enough for tests that register many users from one address.
