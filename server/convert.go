@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/parley-chat/parley/db"
@@ -106,4 +107,27 @@ func contactToProto(c db.Contact, u db.User) *parleyv1.Contact {
 // blockedToProto is b as the blocker sees it; u is the blocked user's profile.
 func blockedToProto(b db.Block, u db.User) *parleyv1.BlockedUser {
 	return &parleyv1.BlockedUser{User: userToProto(u), BlockTime: timestamp(b.CreatedAt)}
+}
+
+func mediaToProto(m db.Medium) *parleyv1.Media {
+	out := &parleyv1.Media{
+		Id:          m.ID,
+		Kind:        parleyv1.MediaKind(m.Kind),
+		ContentType: m.ContentType,
+		SizeBytes:   m.SizeBytes,
+		Sha256:      m.Sha256,
+		Width:       m.Width,
+		Height:      m.Height,
+		FileName:    m.FileName,
+		State:       parleyv1.MediaState(m.State),
+		UploaderId:  m.UploaderID,
+		CreateTime:  timestamp(m.CreatedAt),
+	}
+	if m.DurationMs != nil {
+		out.Duration = durationpb.New(time.Duration(*m.DurationMs) * time.Millisecond)
+	}
+	if m.ThumbnailMediaID != nil {
+		out.ThumbnailMediaId = *m.ThumbnailMediaID
+	}
+	return out
 }

@@ -37,7 +37,9 @@ func (b *lockedBuffer) String() string {
 func TestRequestLogsNameTheCallButNeverSecrets(t *testing.T) {
 	t.Parallel()
 	var logs lockedBuffer
-	s, err := server.New(context.Background(), dbtest.New(t), testConfig(),
+	cfg := testConfig()
+	cfg.Media.Dir = t.TempDir()
+	s, err := server.New(context.Background(), dbtest.New(t), cfg,
 		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)

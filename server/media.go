@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/parley-chat/parley/db"
@@ -527,29 +526,6 @@ func (s *mediaService) absolute(ctx context.Context, ref string) string {
 		return ref
 	}
 	return base.ResolveReference(u).String()
-}
-
-func mediaToProto(m db.Medium) *parleyv1.Media {
-	out := &parleyv1.Media{
-		Id:          m.ID,
-		Kind:        parleyv1.MediaKind(m.Kind),
-		ContentType: m.ContentType,
-		SizeBytes:   m.SizeBytes,
-		Sha256:      m.Sha256,
-		Width:       m.Width,
-		Height:      m.Height,
-		FileName:    m.FileName,
-		State:       parleyv1.MediaState(m.State),
-		UploaderId:  m.UploaderID,
-		CreateTime:  timestamp(m.CreatedAt),
-	}
-	if m.DurationMs != nil {
-		out.Duration = durationpb.New(time.Duration(*m.DurationMs) * time.Millisecond)
-	}
-	if m.ThumbnailMediaID != nil {
-		out.ThumbnailMediaId = *m.ThumbnailMediaID
-	}
-	return out
 }
 
 // checkAvatar checks that id names a completed image userID uploaded, as a

@@ -158,14 +158,14 @@ func TestSendRejectsBadRequestsAndWritesNothing(t *testing.T) {
 			{"sending to yourself is invalid", rpcToUser(alice.user.GetId(), "me"), connect.CodeInvalidArgument},
 			{"sending to an unknown user is not found", rpcToUser(newUUID(), "who"), connect.CodeNotFound},
 			{"sending to an unknown conversation is not found", rpcToConv(newUUID(), "where"), connect.CodeNotFound},
-			{"an image is refused", &parleyv1.SendRequest{ClientMsgId: rpcMsgID(), Target: &parleyv1.SendRequest_ConversationId{ConversationId: conv},
-				Content: &parleyv1.SendRequest_Image{Image: &parleyv1.ImageContent{MediaId: mediaID}}}, connect.CodeInvalidArgument},
-			{"a voice note is refused", &parleyv1.SendRequest{ClientMsgId: rpcMsgID(), Target: &parleyv1.SendRequest_UserId{UserId: bob.user.GetId()},
-				Content: &parleyv1.SendRequest_Voice{Voice: &parleyv1.VoiceContent{MediaId: mediaID}}}, connect.CodeInvalidArgument},
-			{"a video is refused", &parleyv1.SendRequest{ClientMsgId: rpcMsgID(), Target: &parleyv1.SendRequest_ConversationId{ConversationId: conv},
-				Content: &parleyv1.SendRequest_Video{Video: &parleyv1.VideoContent{MediaId: mediaID}}}, connect.CodeInvalidArgument},
-			{"a file is refused", &parleyv1.SendRequest{ClientMsgId: rpcMsgID(), Target: &parleyv1.SendRequest_ConversationId{ConversationId: conv},
-				Content: &parleyv1.SendRequest_File{File: &parleyv1.FileContent{MediaId: mediaID}}}, connect.CodeInvalidArgument},
+			{"an image of unknown media is not found", &parleyv1.SendRequest{ClientMsgId: rpcMsgID(), Target: &parleyv1.SendRequest_ConversationId{ConversationId: conv},
+				Content: &parleyv1.SendRequest_Image{Image: &parleyv1.ImageContent{MediaId: mediaID}}}, connect.CodeNotFound},
+			{"a voice note of unknown media is not found", &parleyv1.SendRequest{ClientMsgId: rpcMsgID(), Target: &parleyv1.SendRequest_UserId{UserId: bob.user.GetId()},
+				Content: &parleyv1.SendRequest_Voice{Voice: &parleyv1.VoiceContent{MediaId: mediaID}}}, connect.CodeNotFound},
+			{"a video of unknown media is not found", &parleyv1.SendRequest{ClientMsgId: rpcMsgID(), Target: &parleyv1.SendRequest_ConversationId{ConversationId: conv},
+				Content: &parleyv1.SendRequest_Video{Video: &parleyv1.VideoContent{MediaId: mediaID}}}, connect.CodeNotFound},
+			{"a file of unknown media is not found", &parleyv1.SendRequest{ClientMsgId: rpcMsgID(), Target: &parleyv1.SendRequest_ConversationId{ConversationId: conv},
+				Content: &parleyv1.SendRequest_File{File: &parleyv1.FileContent{MediaId: mediaID}}}, connect.CodeNotFound},
 			{"an empty client_msg_id is invalid", func() *parleyv1.SendRequest {
 				r := rpcToConv(conv, "x")
 				r.ClientMsgId = ""
