@@ -11,8 +11,8 @@ import (
 )
 
 const claimExpiredUploads = `-- name: ClaimExpiredUploads :many
-SELECT id, upload_key, storage_key FROM media
-WHERE state = 1 AND expires_at < $1
+SELECT id, state, upload_key::text AS upload_key, storage_key FROM media
+WHERE upload_key IS NOT NULL AND expires_at < $1
 ORDER BY expires_at
 LIMIT $2
 FOR UPDATE SKIP LOCKED
@@ -25,12 +25,14 @@ type ClaimExpiredUploadsParams struct {
 
 type ClaimExpiredUploadsRow struct {
 	ID         string
-	UploadKey  *string
+	State      int16
+	UploadKey  string
 	StorageKey string
 }
 
-// ClaimExpiredUploads takes up to max_rows pending media past their expiry
-// for the sweeper; SKIP LOCKED lets several nodes sweep at once.
+// ClaimExpiredUploads takes up to max_rows media whose upload URL expired
+// and whose upload key may hold an object, for the sweeper; SKIP LOCKED
+// lets several nodes sweep at once.
 func (q *Queries) ClaimExpiredUploads(ctx context.Context, arg ClaimExpiredUploadsParams) ([]ClaimExpiredUploadsRow, error) {
 	rows, err := q.db.Query(ctx, claimExpiredUploads, arg.Now, arg.MaxRows)
 	if err != nil {
@@ -40,7 +42,12 @@ func (q *Queries) ClaimExpiredUploads(ctx context.Context, arg ClaimExpiredUploa
 	items := []ClaimExpiredUploadsRow{}
 	for rows.Next() {
 		var i ClaimExpiredUploadsRow
-		if err := rows.Scan(&i.ID, &i.UploadKey, &i.StorageKey); err != nil {
+		if err := rows.Scan(
+			&i.ID,
+			&i.State,
+			&i.UploadKey,
+			&i.StorageKey,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -54,7 +61,7 @@ func (q *Queries) ClaimExpiredUploads(ctx context.Context, arg ClaimExpiredUploa
 const completeMedia = `-- name: CompleteMedia :one
 UPDATE media
 SET state = 2, width = $1, height = $2, thumbnail_media_id = $3,
-    upload_key = NULL, completed_at = now()
+    completed_at = now()
 WHERE id = $4 AND state = 1
 RETURNING id, uploader_id, kind, state, content_type, size_bytes, sha256, file_name, width, height, duration_ms, thumbnail_media_id, upload_key, storage_key, created_at, expires_at, completed_at
 `
@@ -167,6 +174,15 @@ DELETE FROM media WHERE id = ANY($1::uuid[]) AND state = 1
 
 func (q *Queries) DeleteMedia(ctx context.Context, ids []string) error {
 	_, err := q.db.Exec(ctx, deleteMedia, ids)
+	return err
+}
+
+const forgetUploadKeys = `-- name: ForgetUploadKeys :exec
+UPDATE media SET upload_key = NULL WHERE id = ANY($1::uuid[]) AND state = 2
+`
+
+func (q *Queries) ForgetUploadKeys(ctx context.Context, ids []string) error {
+	_, err := q.db.Exec(ctx, forgetUploadKeys, ids)
 	return err
 }
 

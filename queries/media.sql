@@ -24,18 +24,22 @@ SELECT * FROM media WHERE id = ANY(@ids::uuid[]);
 -- name: CompleteMedia :one
 UPDATE media
 SET state = 2, width = @width, height = @height, thumbnail_media_id = sqlc.narg('thumbnail_media_id'),
-    upload_key = NULL, completed_at = now()
+    completed_at = now()
 WHERE id = @id AND state = 1
 RETURNING *;
 
--- ClaimExpiredUploads takes up to max_rows pending media past their expiry
--- for the sweeper; SKIP LOCKED lets several nodes sweep at once.
+-- ClaimExpiredUploads takes up to max_rows media whose upload URL expired
+-- and whose upload key may hold an object, for the sweeper; SKIP LOCKED
+-- lets several nodes sweep at once.
 -- name: ClaimExpiredUploads :many
-SELECT id, upload_key, storage_key FROM media
-WHERE state = 1 AND expires_at < @now
+SELECT id, state, upload_key::text AS upload_key, storage_key FROM media
+WHERE upload_key IS NOT NULL AND expires_at < @now
 ORDER BY expires_at
 LIMIT @max_rows
 FOR UPDATE SKIP LOCKED;
+
+-- name: ForgetUploadKeys :exec
+UPDATE media SET upload_key = NULL WHERE id = ANY(@ids::uuid[]) AND state = 2;
 
 -- name: DeleteMedia :exec
 DELETE FROM media WHERE id = ANY(@ids::uuid[]) AND state = 1;

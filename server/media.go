@@ -208,6 +208,10 @@ func (s *mediaService) CreateUpload(ctx context.Context, req *parleyv1.CreateUpl
 	}
 	uploadKey := storage.NewKey("uploads")
 	expires := time.Now().Add(s.cfg.UploadTTL).Truncate(time.Second)
+	up, err := s.store.UploadURL(ctx, uploadKey, req.GetContentType(), req.GetSizeBytes(), expires)
+	if err != nil {
+		return nil, err
+	}
 	m, err := s.db.CreateMedia(ctx, db.CreateMediaParams{
 		UploaderID:       c.UserID,
 		Kind:             int16(kind),
@@ -225,10 +229,6 @@ func (s *mediaService) CreateUpload(ctx context.Context, req *parleyv1.CreateUpl
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create media: %w", err)
-	}
-	up, err := s.store.UploadURL(ctx, uploadKey, m.ContentType, m.SizeBytes, expires)
-	if err != nil {
-		return nil, err
 	}
 	return &parleyv1.CreateUploadResponse{
 		MediaId:      m.ID,

@@ -723,7 +723,21 @@ func TestMediaAbandonedUploadsAreSwept(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, me mediaEnv) {
 		e := me.env
 		alice := e.signUp("alice")
-		kept := e.upload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_FILE, ContentType: "text/plain"}, []byte("kept\n"))
+		keptUp := e.startUpload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_FILE, ContentType: "text/plain"}, []byte("kept\n"))
+		done, err := e.media().CompleteUpload(alice.ctx(), &parleyv1.CompleteUploadRequest{MediaId: keptUp.GetMediaId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := done.GetMedia()
+		// Bytes written to the upload URL after completion change nothing
+		// and are swept too.
+		if code := e.put(keptUp, []byte("late\n")); code != http.StatusOK {
+			t.Fatalf("late upload: HTTP %d", code)
+		}
+		var keptKey string
+		if err := e.db.Pool().QueryRow(context.Background(), "SELECT upload_key FROM media WHERE id = $1", kept.GetId()).Scan(&keptKey); err != nil {
+			t.Fatal(err)
+		}
 		abandoned := e.startUpload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_FILE, ContentType: "text/plain"}, []byte("abandoned\n"))
 		var key string
 		if err := e.db.Pool().QueryRow(context.Background(), "SELECT upload_key FROM media WHERE id = $1", abandoned.GetMediaId()).Scan(&key); err != nil {
@@ -743,10 +757,23 @@ func TestMediaAbandonedUploadsAreSwept(t *testing.T) {
 		if _, err := store.Size(context.Background(), key); !errors.Is(err, storage.ErrNotFound) {
 			t.Errorf("the swept upload's object: got %v, want ErrNotFound", err)
 		}
-		if _, err := e.media().GetMedia(alice.ctx(), &parleyv1.GetMediaRequest{MediaId: kept.GetId()}); err != nil {
-			t.Errorf("completed media after the sweep: %v", err)
+		for e.count("media WHERE upload_key IS NOT NULL") > 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the completed media's upload key was not swept")
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		_, err := e.media().CompleteUpload(alice.ctx(), &parleyv1.CompleteUploadRequest{MediaId: abandoned.GetMediaId()})
+		if _, err := store.Size(context.Background(), keptKey); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("the late upload's object: got %v, want ErrNotFound", err)
+		}
+		res, err := e.media().GetMedia(alice.ctx(), &parleyv1.GetMediaRequest{MediaId: kept.GetId()})
+		if err != nil {
+			t.Fatalf("completed media after the sweep: %v", err)
+		}
+		if _, body := e.fetch(res.GetDownloadUrl()); string(body) != "kept\n" {
+			t.Errorf("got %q, want the bytes checked at completion", body)
+		}
+		_, err = e.media().CompleteUpload(alice.ctx(), &parleyv1.CompleteUploadRequest{MediaId: abandoned.GetMediaId()})
 		wantCode(t, err, connect.CodeNotFound)
 	}, func(c *server.Config) {
 		c.Media.UploadTTL = 2 * time.Second

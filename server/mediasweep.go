@@ -15,8 +15,10 @@ const sweepBatch = 100
 
 // mediaSweeper deletes uploads that were not completed in time: their
 // objects first, then their rows, so that a crash in between leaves rows
-// the next sweep finds again, never objects nothing points to. Nodes sweep
-// side by side: each claims rows the others have not locked.
+// the next sweep finds again, never objects nothing points to. It also
+// deletes what a client wrote to a completed media's upload key before the
+// upload URL expired (CompleteUpload had moved the checked bytes away).
+// Nodes sweep side by side: each claims rows the others have not locked.
 type mediaSweeper struct {
 	db     *db.DB
 	store  storage.Store
@@ -59,7 +61,8 @@ func (s *mediaSweeper) run(every time.Duration) {
 	}
 }
 
-// sweep deletes the uploads that expired before now and returns how many.
+// sweep deletes the uploads that expired before now and returns how many
+// rows it handled.
 func (s *mediaSweeper) sweep(ctx context.Context, now time.Time) (int, error) {
 	total := 0
 	for {
@@ -69,24 +72,26 @@ func (s *mediaSweeper) sweep(ctx context.Context, now time.Time) (int, error) {
 			if err != nil {
 				return fmt.Errorf("claim expired uploads: %w", err)
 			}
-			ids := make([]string, 0, len(rows))
+			var pending, ready []string
 			for _, r := range rows {
-				if r.UploadKey != nil {
-					if err := s.store.Delete(ctx, *r.UploadKey); err != nil {
-						return err
-					}
+				if err := s.store.Delete(ctx, r.UploadKey); err != nil {
+					return err
+				}
+				if r.State == mediaReady {
+					ready = append(ready, r.ID)
+					continue
 				}
 				if err := s.store.Delete(ctx, r.StorageKey); err != nil {
 					return err
 				}
-				ids = append(ids, r.ID)
+				pending = append(pending, r.ID)
 			}
-			n = len(ids)
-			if n == 0 {
-				return nil
-			}
-			if err := q.DeleteMedia(ctx, ids); err != nil {
+			n = len(rows)
+			if err := q.DeleteMedia(ctx, pending); err != nil {
 				return fmt.Errorf("delete expired uploads: %w", err)
+			}
+			if err := q.ForgetUploadKeys(ctx, ready); err != nil {
+				return fmt.Errorf("forget spent upload keys: %w", err)
 			}
 			return nil
 		})

@@ -5,8 +5,9 @@
 -- checked; only ready media can be put in a message or used as an avatar.
 -- upload_key is where the client's bytes land; CompleteUpload moves them to
 -- storage_key, which no client can write, before checking them. Both keys are
--- random: never the client's file name. Pending rows past expires_at are
--- deleted, with their objects, by the sweeper.
+-- random: never the client's file name. Past expires_at, when the upload URL
+-- no longer works, the sweeper deletes pending rows with their objects, and
+-- whatever a client wrote to a ready media's upload key after completing it.
 CREATE TABLE media (
     id                 uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     uploader_id        uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
@@ -29,7 +30,7 @@ CREATE TABLE media (
     completed_at       timestamptz
 );
 
-CREATE INDEX media_pending_expiry_idx ON media (expires_at) WHERE state = 1;
+CREATE INDEX media_upload_expiry_idx ON media (expires_at) WHERE upload_key IS NOT NULL;
 CREATE INDEX media_thumbnail_idx ON media (thumbnail_media_id) WHERE thumbnail_media_id IS NOT NULL;
 
 -- message_media are the media a message refers to (the file and its

@@ -413,7 +413,9 @@ export const MediaStateSchema: GenEnum<MediaState> = /*@__PURE__*/
  * VOICE 10 MiB and 5 minutes, VIDEO 200 MiB, FILE 500 MiB.
  *
  * A media is visible to its uploader, to every user who can see a message that
- * refers to it, and, when it is a user's or group's avatar, to every signed-in user.
+ * refers to it (until the message is recalled), when it is a user's profile
+ * picture to every signed-in user, and when it is a group's avatar to the
+ * group's members. Everyone else gets NotFound.
  *
  * @generated from service parley.v1.MediaService
  */
