@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -80,6 +83,14 @@ func h2c() *http.Client {
 // and a function that stops it (like SIGTERM) and returns run's error.
 func startServe(t *testing.T, args []string, vars map[string]string) (string, func() error) {
 	t.Helper()
+	if !slices.Contains(args, "-data-dir") && vars["PARLEY_MEDIA_DIR"] == "" {
+		// Media go under the data dir, by default ./data: not in the source tree.
+		vars = maps.Clone(vars)
+		if vars == nil {
+			vars = map[string]string{}
+		}
+		vars["PARLEY_MEDIA_DIR"] = t.TempDir()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	stdout, stderr := newAddrWriter(), &syncBuffer{}
 	done := make(chan error, 1)
@@ -175,6 +186,59 @@ func TestServeEmbeddedPostgresKeepsDataAcrossRestarts(t *testing.T) {
 	exercise(t, url, "embedded_user", false)
 	if err := stop(); err != nil {
 		t.Fatalf("second serve returned %v, want nil", err)
+	}
+}
+
+func TestServeStoresMediaAndServesIt(t *testing.T) {
+	url, stop := startServe(t, nil, map[string]string{"PARLEY_DATABASE_URL": dbtest.URL(t), "PARLEY_ARGON2_MEMORY_KIB": "64", "PARLEY_ARGON2_ITERATIONS": "1"})
+	defer stop()
+	hc := h2c()
+	ctx := context.Background()
+	auth := parleyv1connect.NewAuthServiceClient(hc, url)
+	if _, err := auth.Register(ctx, &parleyv1.RegisterRequest{Username: "uploader", Password: "password123", DisplayName: "U"}); err != nil {
+		t.Fatal(err)
+	}
+	login, err := auth.Login(ctx, &parleyv1.LoginRequest{Username: "uploader", Password: "password123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, info := connect.NewClientContext(ctx)
+	info.RequestHeader().Set("Authorization", "Bearer "+login.GetTokens().GetAccessToken())
+	media := parleyv1connect.NewMediaServiceClient(hc, url, connect.WithGRPC())
+	body := []byte("minutes of the meeting\n")
+	up, err := media.CreateUpload(cctx, &parleyv1.CreateUploadRequest{
+		Kind: parleyv1.MediaKind_MEDIA_KIND_FILE, ContentType: "text/plain", SizeBytes: int64(len(body)), FileName: "minutes.txt",
+	})
+	if err != nil {
+		t.Fatalf("CreateUpload: %v", err)
+	}
+	if !strings.HasPrefix(up.GetUploadUrl(), url+"/media/v1/") {
+		t.Fatalf("got upload URL %q, want one on %s", up.GetUploadUrl(), url)
+	}
+	req, _ := http.NewRequest(up.GetUploadMethod(), up.GetUploadUrl(), bytes.NewReader(body))
+	for k, v := range up.GetHeaders() {
+		req.Header.Set(k, v)
+	}
+	res, err := hc.Do(req)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("upload: %v %v", res, err)
+	}
+	res.Body.Close()
+	if _, err := media.CompleteUpload(cctx, &parleyv1.CompleteUploadRequest{MediaId: up.GetMediaId()}); err != nil {
+		t.Fatalf("CompleteUpload: %v", err)
+	}
+	got, err := media.GetMedia(cctx, &parleyv1.GetMediaRequest{MediaId: up.GetMediaId()})
+	if err != nil {
+		t.Fatalf("GetMedia: %v", err)
+	}
+	res, err = hc.Get(got.GetDownloadUrl())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK || !bytes.Equal(b, body) || res.Header.Get("Content-Disposition") != "attachment; filename=minutes.txt" {
+		t.Errorf("download: HTTP %d, %q, Content-Disposition %q", res.StatusCode, b, res.Header.Get("Content-Disposition"))
 	}
 }
 

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"io"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/server"
+	"github.com/parley-chat/parley/storage"
+)
+
+func TestConfigReadsMediaSettings(t *testing.T) {
+	c, err := parseConfig("serve", []string{"-media-max-image-bytes", "1000"}, envFrom(map[string]string{
+		"PARLEY_DATA_DIR":                 "/srv/parley",
+		"PARLEY_S3_ENDPOINT":              "https://s3.example.com",
+		"PARLEY_S3_BUCKET":                "chat",
+		"PARLEY_S3_ACCESS_KEY":            "AK",
+		"PARLEY_S3_SECRET_KEY":            "SK",
+		"PARLEY_S3_REGION":                "eu-west-1",
+		"PARLEY_S3_PATH_STYLE":            "true",
+		"PARLEY_MEDIA_MAX_IMAGE_BYTES":    "5",
+		"PARLEY_MEDIA_MAX_VOICE_DURATION": "2m",
+		"PARLEY_MEDIA_VOICE_TYPES":        "audio/ogg, audio/mpeg,",
+		"PARLEY_UPLOAD_LIMIT":             "7",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.server.Media
+	wantS3 := storage.S3Config{Endpoint: "https://s3.example.com", Bucket: "chat", AccessKey: "AK", SecretKey: "SK", Region: "eu-west-1", PathStyle: true}
+	if m.S3 != wantS3 {
+		t.Errorf("got S3 %+v, want %+v", m.S3, wantS3)
+	}
+	if m.MaxImageBytes != 1000 {
+		t.Errorf("got MaxImageBytes %d, want the flag's 1000 over the environment's 5", m.MaxImageBytes)
+	}
+	if m.MaxVoiceDuration != 2*time.Minute || !slices.Equal(m.VoiceTypes, []string{"audio/ogg", "audio/mpeg"}) {
+		t.Errorf("got voice limits %v %v", m.MaxVoiceDuration, m.VoiceTypes)
+	}
+	if m.UploadsPerUser != (server.Rate{Burst: 7, Per: 10 * time.Minute}) {
+		t.Errorf("got upload limit %+v", m.UploadsPerUser)
+	}
+	if m.Dir != filepath.Join("/srv/parley", "media") {
+		t.Errorf("got media dir %q, want it under the data dir", m.Dir)
+	}
+	def := server.DefaultMediaConfig()
+	if m.MaxVideoBytes != def.MaxVideoBytes || !slices.Equal(m.ImageTypes, def.ImageTypes) || m.URLTTL != def.URLTTL {
+		t.Errorf("unset settings lost their defaults: %+v", m)
+	}
+	if _, err := parseConfig("serve", nil, envFrom(map[string]string{"PARLEY_MEDIA_URL_TTL": "0s"}), io.Discard); err == nil {
+		t.Error("a zero URL lifetime was accepted")
+	}
+}
