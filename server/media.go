@@ -123,7 +123,7 @@ type mediaService struct {
 	store   storage.Store
 	cfg     MediaConfig
 	uploads *keyedLimiter
-	decode  chan struct{} // bounds the images decoded at once
+	decode  chan struct{} // bounds the images read and decoded at once
 	logger  *slog.Logger
 }
 
@@ -207,7 +207,7 @@ func (s *mediaService) CreateUpload(ctx context.Context, req *parleyv1.CreateUpl
 		return nil, resourceExhausted("too many uploads; wait", wait)
 	}
 	uploadKey := storage.NewKey("uploads")
-	expires := time.Now().Add(s.cfg.UploadTTL).Truncate(time.Second)
+	expires := ceilSecond(time.Now().Add(s.cfg.UploadTTL))
 	up, err := s.store.UploadURL(ctx, uploadKey, req.GetContentType(), req.GetSizeBytes(), expires)
 	if err != nil {
 		return nil, err
@@ -325,6 +325,15 @@ func (s *mediaService) check(ctx context.Context, m db.Medium) (checked, error) 
 	}
 	defer r.Close()
 	kind := parleyv1.MediaKind(m.Kind)
+	if kind == parleyv1.MediaKind_MEDIA_KIND_IMAGE {
+		// An image is read into memory and decoded: a few at a time.
+		select {
+		case s.decode <- struct{}{}:
+			defer func() { <-s.decode }()
+		case <-ctx.Done():
+			return out, ctx.Err()
+		}
+	}
 	h := sha256.New()
 	var body io.Reader = io.TeeReader(io.LimitReader(r, m.SizeBytes+1), h)
 	var whole bytes.Buffer
@@ -365,12 +374,6 @@ func (s *mediaService) check(ctx context.Context, m db.Medium) (checked, error) 
 	out.width, out.height = int32(cfg.Width), int32(cfg.Height)
 	if m.ThumbnailMediaID != nil || int64(cfg.Width)*int64(cfg.Height) > s.cfg.MaxImagePixels {
 		return out, nil
-	}
-	select {
-	case s.decode <- struct{}{}:
-		defer func() { <-s.decode }()
-	case <-ctx.Done():
-		return out, ctx.Err()
 	}
 	img, _, err := image.Decode(bytes.NewReader(whole.Bytes()))
 	if err != nil {
@@ -464,7 +467,7 @@ func (s *mediaService) GetMedia(ctx context.Context, req *parleyv1.GetMediaReque
 	if m.State != mediaReady {
 		return nil, errMediaNotReady
 	}
-	expires := time.Now().Add(s.cfg.URLTTL).Truncate(time.Second)
+	expires := ceilSecond(time.Now().Add(s.cfg.URLTTL))
 	res := &parleyv1.GetMediaResponse{Media: mediaToProto(m), ExpireTime: timestamppb.New(expires)}
 	if res.DownloadUrl, err = s.downloadURL(ctx, m, expires); err != nil {
 		return nil, err
@@ -492,6 +495,15 @@ func (s *mediaService) downloadURL(ctx context.Context, m db.Medium, expires tim
 		return "", err
 	}
 	return s.absolute(ctx, u), nil
+}
+
+// ceilSecond rounds t up to a whole second, as URLs carry their expiry: a
+// URL never works for less than its lifetime.
+func ceilSecond(t time.Time) time.Time {
+	if f := t.Truncate(time.Second); f.Before(t) {
+		return f.Add(time.Second)
+	}
+	return t
 }
 
 type originKey struct{}

@@ -873,3 +873,44 @@ func TestMediaAvatars(t *testing.T) {
 		}
 	})
 }
+
+func TestMediaCompleteUploadIsOnceAndOnTime(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.Media.UploadTTL = time.Second })
+	alice, bob := e.signUp("alice"), e.signUp("bob")
+	body := []byte("on time\n")
+	up := e.startUpload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_FILE, ContentType: "text/plain"}, body)
+	_, err := e.media().CompleteUpload(bob.ctx(), &parleyv1.CompleteUploadRequest{MediaId: up.GetMediaId()})
+	wantCode(t, err, connect.CodeNotFound) // not bob's upload
+	first, err := e.media().CompleteUpload(alice.ctx(), &parleyv1.CompleteUploadRequest{MediaId: up.GetMediaId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.media().CompleteUpload(alice.ctx(), &parleyv1.CompleteUploadRequest{MediaId: up.GetMediaId()})
+	if err != nil {
+		t.Fatalf("completing a ready media again: %v", err)
+	}
+	if again.GetMedia().GetId() != first.GetMedia().GetId() || again.GetMedia().GetState() != parleyv1.MediaState_MEDIA_STATE_READY {
+		t.Errorf("got %v, want the ready media again", again.GetMedia())
+	}
+
+	nothing, err := e.media().CreateUpload(alice.ctx(), &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_FILE, ContentType: "text/plain", SizeBytes: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.media().CompleteUpload(alice.ctx(), &parleyv1.CompleteUploadRequest{MediaId: nothing.GetMediaId()})
+	wantCode(t, err, connect.CodeFailedPrecondition)
+	if !strings.Contains(err.Error(), "nothing has been uploaded") {
+		t.Errorf("got %v, want it to say nothing was uploaded", err)
+	}
+
+	late := e.startUpload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_FILE, ContentType: "text/plain"}, body)
+	time.Sleep(time.Until(late.GetExpireTime().AsTime()) + 100*time.Millisecond)
+	_, err = e.media().CompleteUpload(alice.ctx(), &parleyv1.CompleteUploadRequest{MediaId: late.GetMediaId()})
+	wantCode(t, err, connect.CodeFailedPrecondition)
+	if !strings.Contains(err.Error(), "expired") {
+		t.Errorf("got %v, want it to say the upload expired", err)
+	}
+	if code := e.put(late, body); code != http.StatusForbidden {
+		t.Errorf("upload to an expired URL: HTTP %d, want 403", code)
+	}
+}
