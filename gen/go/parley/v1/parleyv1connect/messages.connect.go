@@ -80,7 +80,8 @@ type MessagesServiceClient interface {
 	// exist (or is not visible to the caller); PermissionDenied when the caller may
 	// not send there: not a member any more, the account conversation, blocked by
 	// or blocking the peer, the peer's MessagePrivacy refuses it (including the
-	// strangers' 3-message limit), the caller is muted or the group has mute_all;
+	// strangers' 3-message limit), the caller is muted or the group has mute_all,
+	// or a media the caller can see is someone else's upload;
 	// FailedPrecondition when the group was dissolved or a media is not READY;
 	// InvalidArgument when a media's kind does not match the content, when the
 	// target user is the caller, or when mentions are used outside a group or name
@@ -408,7 +409,8 @@ type MessagesServiceHandler interface {
 	// exist (or is not visible to the caller); PermissionDenied when the caller may
 	// not send there: not a member any more, the account conversation, blocked by
 	// or blocking the peer, the peer's MessagePrivacy refuses it (including the
-	// strangers' 3-message limit), the caller is muted or the group has mute_all;
+	// strangers' 3-message limit), the caller is muted or the group has mute_all,
+	// or a media the caller can see is someone else's upload;
 	// FailedPrecondition when the group was dissolved or a media is not READY;
 	// InvalidArgument when a media's kind does not match the content, when the
 	// target user is the caller, or when mentions are used outside a group or name
