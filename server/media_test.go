@@ -914,3 +914,40 @@ func TestMediaCompleteUploadIsOnceAndOnTime(t *testing.T) {
 		t.Errorf("upload to an expired URL: HTTP %d, want 403", code)
 	}
 }
+
+func TestMediaInAGroupFollowsMembership(t *testing.T) {
+	ge := groupEnvOn(newEnv(t))
+	alice, bob, carol := ge.signUp("alice"), ge.signUp("bob"), ge.signUp("carol")
+	e := ge.env
+	g, err := ge.g.CreateGroup(alice.ctx(), &parleyv1.CreateGroupRequest{Name: "trip", MemberIds: []string{bob.user.GetId()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := g.GetGroup().GetId()
+	photo := e.upload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_IMAGE, ContentType: "image/jpeg"}, encodeJPEG(t, testImage(500, 500)))
+	if _, err := e.msgs().Send(alice.ctx(), &parleyv1.SendRequest{
+		ClientMsgId: "photo", Target: &parleyv1.SendRequest_ConversationId{ConversationId: group},
+		Content: &parleyv1.SendRequest_Image{Image: &parleyv1.ImageContent{MediaId: photo.GetId()}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	get := func(a account) error {
+		_, err := e.media().GetMedia(a.ctx(), &parleyv1.GetMediaRequest{MediaId: photo.GetId()})
+		return err
+	}
+	if err := get(bob); err != nil {
+		t.Fatalf("a member's GetMedia: %v", err)
+	}
+	// Carol joins after the photo: it is before her history starts.
+	if _, err := ge.g.AddMembers(alice.ctx(), &parleyv1.AddMembersRequest{GroupId: group, UserIds: []string{carol.user.GetId()}}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, get(carol), connect.CodeNotFound)
+	// Bob leaves: the history up to his departure stays his to read.
+	if _, err := ge.g.LeaveGroup(bob.ctx(), &parleyv1.LeaveGroupRequest{GroupId: group}); err != nil {
+		t.Fatal(err)
+	}
+	if err := get(bob); err != nil {
+		t.Errorf("a former member's GetMedia of what he saw: %v", err)
+	}
+}
