@@ -951,3 +951,34 @@ func TestMediaInAGroupFollowsMembership(t *testing.T) {
 		t.Errorf("a former member's GetMedia of what he saw: %v", err)
 	}
 }
+
+func TestMediaLocalURLsWorkOnEveryNode(t *testing.T) {
+	dir := t.TempDir()
+	shared := func(c *server.Config) { c.Media.Dir = dir }
+	a := newEnv(t, shared)
+	b := newEnvOn(t, a.db, shared)
+	alice := a.signUp("alice")
+	body := []byte("shared by nodes\n")
+	up, err := a.media().CreateUpload(alice.ctx(), &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_FILE, ContentType: "text/plain", SizeBytes: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Node a signed the upload URL; node b takes the bytes and completes.
+	up.UploadUrl = strings.Replace(up.GetUploadUrl(), a.srv.URL, b.srv.URL, 1)
+	if code := b.put(up, body); code != http.StatusOK {
+		t.Fatalf("upload on the other node: HTTP %d", code)
+	}
+	if _, err := b.media().CompleteUpload(alice.ctx(), &parleyv1.CompleteUploadRequest{MediaId: up.GetMediaId()}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.media().GetMedia(alice.ctx(), &parleyv1.GetMediaRequest{MediaId: up.GetMediaId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(res.GetDownloadUrl(), b.srv.URL+"/media/v1/") {
+		t.Errorf("got download URL %q, want one on the node asked", res.GetDownloadUrl())
+	}
+	if hres, got := a.fetch(strings.Replace(res.GetDownloadUrl(), b.srv.URL, a.srv.URL, 1)); hres.StatusCode != http.StatusOK || !bytes.Equal(got, body) {
+		t.Errorf("download on the other node: HTTP %d, %q", hres.StatusCode, got)
+	}
+}
