@@ -371,7 +371,13 @@ func (s *mediaService) check(ctx context.Context, m db.Medium) (checked, error) 
 	if err != nil {
 		return out, refuse(errImageUndecodable)
 	}
+	// Width and height are as the picture is shown: turned by its EXIF
+	// orientation, as the thumbnail is.
+	orientation := jpegOrientation(whole.Bytes())
 	out.width, out.height = int32(cfg.Width), int32(cfg.Height)
+	if orientation >= 5 {
+		out.width, out.height = out.height, out.width
+	}
 	if m.ThumbnailMediaID != nil || int64(cfg.Width)*int64(cfg.Height) > s.cfg.MaxImagePixels {
 		return out, nil
 	}
@@ -379,7 +385,7 @@ func (s *mediaService) check(ctx context.Context, m db.Medium) (checked, error) 
 	if err != nil {
 		return out, refuse(errImageUndecodable)
 	}
-	t, err := makeThumbnail(img)
+	t, err := makeThumbnail(img, orientation)
 	if err != nil {
 		return out, err
 	}

@@ -982,3 +982,52 @@ func TestMediaLocalURLsWorkOnEveryNode(t *testing.T) {
 		t.Errorf("download on the other node: HTTP %d, %q", hres.StatusCode, got)
 	}
 }
+
+// withOrientation puts an EXIF segment with orientation o right after a
+// JPEG's start marker, as a camera would.
+func withOrientation(jpg []byte, o byte) []byte {
+	exif := []byte{0xFF, 0xE1, 0, 34}
+	exif = append(exif, "Exif\x00\x00MM\x00*\x00\x00\x00\x08"...)
+	exif = append(exif, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, o, 0, 0, 0, 0, 0, 0)
+	return append(append(append([]byte{}, jpg[:2]...), exif...), jpg[2:]...)
+}
+
+func TestMediaThumbnailsOfTurnedPhotosStandUpright(t *testing.T) {
+	e := newEnv(t)
+	alice := e.signUp("alice")
+	// The sensor's picture: red on the left, blue on the right. Turned a
+	// quarter clockwise, red is on top.
+	img := image.NewRGBA(image.Rect(0, 0, 800, 400))
+	for y := range 400 {
+		for x := range 800 {
+			c := color.RGBA{255, 0, 0, 255}
+			if x >= 400 {
+				c = color.RGBA{0, 0, 255, 255}
+			}
+			img.Set(x, y, c)
+		}
+	}
+	m := e.upload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_IMAGE, ContentType: "image/jpeg"}, withOrientation(encodeJPEG(t, img), 6))
+	if m.GetWidth() != 400 || m.GetHeight() != 800 {
+		t.Errorf("got %d×%d, want 400×800 as shown", m.GetWidth(), m.GetHeight())
+	}
+	res, err := e.media().GetMedia(alice.ctx(), &parleyv1.GetMediaRequest{MediaId: m.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body := e.fetch(res.GetThumbnailUrl())
+	thumb, _, err := image.Decode(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := thumb.Bounds(); b.Dx() != 160 || b.Dy() != 320 {
+		t.Fatalf("got a %d×%d thumbnail, want 160×320", b.Dx(), b.Dy())
+	}
+	top, bottom := thumb.At(80, 40), thumb.At(80, 280)
+	if r, _, b, _ := top.RGBA(); r < 0xC000 || b > 0x4000 {
+		t.Errorf("got %v at the top, want red", top)
+	}
+	if r, _, b, _ := bottom.RGBA(); b < 0xC000 || r > 0x4000 {
+		t.Errorf("got %v at the bottom, want blue", bottom)
+	}
+}

@@ -144,10 +144,10 @@ type thumbnail struct {
 	width, height int
 }
 
-// makeThumbnail decodes an image and scales it so that its longest side is
-// at most thumbnailSide pixels (it never enlarges), encoded as JPEG, or PNG
-// when the image has transparency.
-func makeThumbnail(src image.Image) (thumbnail, error) {
+// makeThumbnail scales an image so that its longest side is at most
+// thumbnailSide pixels (it never enlarges), turns it as its EXIF orientation
+// says, and encodes it as JPEG, or PNG when the image has transparency.
+func makeThumbnail(src image.Image, orientation int) (thumbnail, error) {
 	b := src.Bounds()
 	w, h := b.Dx(), b.Dy()
 	if w <= 0 || h <= 0 {
@@ -160,8 +160,9 @@ func makeThumbnail(src image.Image) (thumbnail, error) {
 	}
 	dst := image.NewRGBA(image.Rect(0, 0, tw, th))
 	draw.CatmullRom.Scale(dst, dst.Bounds(), src, b, draw.Src, nil)
+	dst = orient(dst, orientation)
 	var buf bytes.Buffer
-	out := thumbnail{width: tw, height: th}
+	out := thumbnail{width: dst.Bounds().Dx(), height: dst.Bounds().Dy()}
 	if dst.Opaque() {
 		out.contentType = "image/jpeg"
 		if err := jpeg.Encode(&buf, dst, &jpeg.Options{Quality: 80}); err != nil {
@@ -175,4 +176,99 @@ func makeThumbnail(src image.Image) (thumbnail, error) {
 	}
 	out.data = buf.Bytes()
 	return out, nil
+}
+
+// jpegOrientation reads the EXIF orientation (1 to 8) of a JPEG, 1 when it
+// has none: cameras store pictures as the sensor saw them and say in the tag
+// how to turn them, which browsers and phones obey when showing the file.
+func jpegOrientation(b []byte) int {
+	if len(b) < 4 || b[0] != 0xFF || b[1] != 0xD8 {
+		return 1
+	}
+	for i := 2; i+4 <= len(b) && b[i] == 0xFF; {
+		marker := b[i+1]
+		n := int(b[i+2])<<8 | int(b[i+3])
+		if marker == 0xDA || n < 2 || i+2+n > len(b) {
+			break // the image data starts, or the segment is cut short
+		}
+		if seg := b[i+4 : i+2+n]; marker == 0xE1 && bytes.HasPrefix(seg, []byte("Exif\x00\x00")) {
+			return tiffOrientation(seg[6:])
+		}
+		i += 2 + n
+	}
+	return 1
+}
+
+// tiffOrientation finds tag 0x0112 in the first IFD of a TIFF header.
+func tiffOrientation(t []byte) int {
+	if len(t) < 8 {
+		return 1
+	}
+	var u16 func([]byte) int
+	var u32 func([]byte) int
+	switch string(t[:4]) {
+	case "II*\x00":
+		u16 = func(p []byte) int { return int(p[0]) | int(p[1])<<8 }
+		u32 = func(p []byte) int { return u16(p) | u16(p[2:])<<16 }
+	case "MM\x00*":
+		u16 = func(p []byte) int { return int(p[0])<<8 | int(p[1]) }
+		u32 = func(p []byte) int { return u16(p)<<16 | u16(p[2:]) }
+	default:
+		return 1
+	}
+	ifd := u32(t[4:])
+	if ifd < 8 || ifd+2 > len(t) {
+		return 1
+	}
+	for k := range u16(t[ifd:]) {
+		e := ifd + 2 + 12*k
+		if e+12 > len(t) {
+			break
+		}
+		if u16(t[e:]) == 0x0112 {
+			if o := u16(t[e+8:]); o >= 1 && o <= 8 {
+				return o
+			}
+			return 1
+		}
+	}
+	return 1
+}
+
+// orient turns an image as its EXIF orientation o says it should be shown.
+func orient(src *image.RGBA, o int) *image.RGBA {
+	if o < 2 || o > 8 {
+		return src
+	}
+	b := src.Bounds()
+	w, h := b.Dx(), b.Dy()
+	dw, dh := w, h
+	if o >= 5 {
+		dw, dh = h, w // the orientations that turn by a quarter
+	}
+	dst := image.NewRGBA(image.Rect(0, 0, dw, dh))
+	for y := range h {
+		for x := range w {
+			var dx, dy int
+			switch o {
+			case 2: // mirrored
+				dx, dy = w-1-x, y
+			case 3: // upside down
+				dx, dy = w-1-x, h-1-y
+			case 4: // mirrored upside down
+				dx, dy = x, h-1-y
+			case 5: // mirrored, then a quarter turn anticlockwise
+				dx, dy = y, x
+			case 6: // a quarter turn clockwise
+				dx, dy = h-1-y, x
+			case 7: // mirrored, then a quarter turn clockwise
+				dx, dy = h-1-y, w-1-x
+			case 8: // a quarter turn anticlockwise
+				dx, dy = y, w-1-x
+			}
+			si, di := src.PixOffset(b.Min.X+x, b.Min.Y+y), dst.PixOffset(dx, dy)
+			copy(dst.Pix[di:di+4], src.Pix[si:si+4])
+		}
+	}
+	return dst
 }
