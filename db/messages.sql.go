@@ -573,6 +573,63 @@ func (q *Queries) ListConversationPage(ctx context.Context, arg ListConversation
 	return items, nil
 }
 
+const listGroupMembersForAppend = `-- name: ListGroupMembersForAppend :many
+SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq,
+       m.role, m.mute_until, g.mute_all, g.dissolved_at
+FROM members m
+LEFT JOIN groups g ON g.conversation_id = m.conversation_id
+WHERE m.conversation_id = ANY($1::uuid[])
+ORDER BY m.conversation_id, m.joined_at, m.user_id
+`
+
+type ListGroupMembersForAppendRow struct {
+	ConversationID string
+	UserID         string
+	JoinedSeq      int64
+	ClearedSeq     int64
+	SentCount      int64
+	LeftSeq        *int64
+	Role           int16
+	MuteUntil      *time.Time
+	MuteAll        *bool
+	DissolvedAt    *time.Time
+}
+
+// ListGroupMembersForAppend is ListMembersForAppend for group
+// conversations, which can have thousands of members: it reads the member
+// rows and the group's state only, without the per-member probes of privacy,
+// contacts and blocks that matter in direct conversations alone.
+func (q *Queries) ListGroupMembersForAppend(ctx context.Context, ids []string) ([]ListGroupMembersForAppendRow, error) {
+	rows, err := q.db.Query(ctx, listGroupMembersForAppend, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListGroupMembersForAppendRow{}
+	for rows.Next() {
+		var i ListGroupMembersForAppendRow
+		if err := rows.Scan(
+			&i.ConversationID,
+			&i.UserID,
+			&i.JoinedSeq,
+			&i.ClearedSeq,
+			&i.SentCount,
+			&i.LeftSeq,
+			&i.Role,
+			&i.MuteUntil,
+			&i.MuteAll,
+			&i.DissolvedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listMembersForAppend = `-- name: ListMembersForAppend :many
 SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq, u.message_privacy,
        m.role, m.mute_until, g.mute_all, g.dissolved_at,

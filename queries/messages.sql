@@ -149,6 +149,18 @@ LEFT JOIN blocks b ON b.blocker_id = m.user_id
 WHERE m.conversation_id = ANY(@ids::uuid[])
 ORDER BY m.conversation_id, m.joined_at, m.user_id;
 
+-- ListGroupMembersForAppend is ListMembersForAppend for group
+-- conversations, which can have thousands of members: it reads the member
+-- rows and the group's state only, without the per-member probes of privacy,
+-- contacts and blocks that matter in direct conversations alone.
+-- name: ListGroupMembersForAppend :many
+SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq,
+       m.role, m.mute_until, g.mute_all, g.dissolved_at
+FROM members m
+LEFT JOIN groups g ON g.conversation_id = m.conversation_id
+WHERE m.conversation_id = ANY(@ids::uuid[])
+ORDER BY m.conversation_id, m.joined_at, m.user_id;
+
 -- AppendMessages writes a batch whose seqs the caller allocated under the
 -- conversations' locks: the new positions of the conversations, the senders'
 -- read cursors and message counts, and the messages (mentions are

@@ -236,12 +236,18 @@ func (b *appendBatch) apply(ctx context.Context, q *db.Queries, lookFirst bool) 
 		return fmt.Errorf("lock conversations: %w", err)
 	}
 	convs := make(map[string]*conversationState, len(locked))
+	var groupIDs, otherIDs []string
 	for _, c := range locked {
 		convs[c.ID] = &conversationState{kind: c.Kind, lastSeq: c.LastSeq}
+		if c.Kind == kindGroup {
+			groupIDs = append(groupIDs, c.ID)
+		} else {
+			otherIDs = append(otherIDs, c.ID)
+		}
 	}
-	members, err := q.ListMembersForAppend(ctx, convIDs)
+	members, err := listMembersForAppend(ctx, q, otherIDs, groupIDs)
 	if err != nil {
-		return fmt.Errorf("list members: %w", err)
+		return err
 	}
 	for _, m := range members {
 		if cs := convs[m.ConversationID]; cs != nil {
@@ -321,6 +327,32 @@ func (b *appendBatch) apply(ctx context.Context, q *db.Queries, lookFirst bool) 
 	}
 	b.copyResults(copies)
 	return nil
+}
+
+// listMembersForAppend reads the members a batch checks its messages
+// against: those of groups without the probes only direct conversations need.
+func listMembersForAppend(ctx context.Context, q *db.Queries, otherIDs, groupIDs []string) ([]db.ListMembersForAppendRow, error) {
+	var members []db.ListMembersForAppendRow
+	if len(otherIDs) > 0 {
+		var err error
+		if members, err = q.ListMembersForAppend(ctx, otherIDs); err != nil {
+			return nil, fmt.Errorf("list members: %w", err)
+		}
+	}
+	if len(groupIDs) > 0 {
+		rows, err := q.ListGroupMembersForAppend(ctx, groupIDs)
+		if err != nil {
+			return nil, fmt.Errorf("list group members: %w", err)
+		}
+		for _, r := range rows {
+			members = append(members, db.ListMembersForAppendRow{
+				ConversationID: r.ConversationID, UserID: r.UserID, JoinedSeq: r.JoinedSeq, ClearedSeq: r.ClearedSeq,
+				SentCount: r.SentCount, LeftSeq: r.LeftSeq, Role: r.Role, MuteUntil: r.MuteUntil,
+				MuteAll: r.MuteAll, DissolvedAt: r.DissolvedAt,
+			})
+		}
+	}
+	return members, nil
 }
 
 // findStored returns the stored messages among sends, by sender and client
