@@ -29,6 +29,7 @@ type committer struct {
 	db       *db.DB
 	hub      *hub
 	logger   *slog.Logger
+	metrics  *metrics // nil: none
 	maxBatch int
 
 	queue   chan *pendingSend
@@ -53,10 +54,11 @@ type sendResult struct {
 	err       error
 }
 
-func newCommitter(d *db.DB, h *hub, workers, maxBatch int, logger *slog.Logger) *committer {
+func newCommitter(d *db.DB, h *hub, m *metrics, workers, maxBatch int, logger *slog.Logger) *committer {
 	c := &committer{
 		db:       d,
 		hub:      h,
+		metrics:  m,
 		logger:   logger.With("component", "committer"),
 		maxBatch: maxBatch,
 		queue:    make(chan *pendingSend, workers*maxBatch),
@@ -135,6 +137,7 @@ const commitAttempts = 3
 func (c *committer) commit(sends []*pendingSend) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	start := time.Now()
 	var b *appendBatch
 	var err error
 	for attempt := range commitAttempts {
@@ -145,6 +148,10 @@ func (c *committer) commit(sends []*pendingSend) {
 		if !db.IsUniqueViolation(err, "messages_sender_id_client_msg_id_key") {
 			break
 		}
+	}
+	if c.metrics != nil {
+		c.metrics.batchSize.Observe(float64(len(sends)))
+		c.metrics.batchTime.Observe(time.Since(start).Seconds())
 	}
 	if err != nil {
 		c.logger.Error("append batch", "messages", len(sends), "error", err)
