@@ -130,22 +130,33 @@ FOR UPDATE;
 -- group: the batch reads it without another round trip); and in a direct
 -- conversation whether the member has the peer as a contact and whether the
 -- member blocks the peer: primary-key probes, made for direct conversations
--- only. The conversations are filtered by id on both sides of their join so
--- that the planner reads only the batch's.
+-- only.
 -- name: ListMembersForAppend :many
 SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq, u.message_privacy,
        m.role, m.mute_until, g.mute_all, g.dissolved_at,
-       CASE WHEN c.kind = 1 THEN EXISTS (
-           SELECT 1 FROM direct_pairs dp
-           JOIN contacts ct ON ct.user_id = m.user_id AND ct.contact_id = ANY (ARRAY[dp.user_low, dp.user_high])
-           WHERE dp.conversation_id = m.conversation_id) ELSE false END::boolean AS has_peer_as_contact,
-       CASE WHEN c.kind = 1 THEN EXISTS (
-           SELECT 1 FROM direct_pairs dp
-           JOIN blocks b ON b.blocker_id = m.user_id AND b.blocked_id = ANY (ARRAY[dp.user_low, dp.user_high])
-           WHERE dp.conversation_id = m.conversation_id) ELSE false END::boolean AS blocks_peer
+       (ct.user_id IS NOT NULL)::boolean AS has_peer_as_contact,
+       (b.blocker_id IS NOT NULL)::boolean AS blocks_peer
 FROM members m
 JOIN users u ON u.id = m.user_id
-JOIN conversations c ON c.id = m.conversation_id AND c.id = ANY(@ids::uuid[])
+LEFT JOIN groups g ON g.conversation_id = m.conversation_id
+-- Only a direct conversation has a pair, so only its members probe their
+-- peer in contacts and blocks, each by primary key.
+LEFT JOIN direct_pairs dp ON dp.conversation_id = m.conversation_id
+LEFT JOIN contacts ct ON ct.user_id = m.user_id
+    AND ct.contact_id = CASE WHEN dp.user_low = m.user_id THEN dp.user_high ELSE dp.user_low END
+LEFT JOIN blocks b ON b.blocker_id = m.user_id
+    AND b.blocked_id = CASE WHEN dp.user_low = m.user_id THEN dp.user_high ELSE dp.user_low END
+WHERE m.conversation_id = ANY(@ids::uuid[])
+ORDER BY m.conversation_id, m.joined_at, m.user_id;
+
+-- ListGroupMembersForAppend is ListMembersForAppend for group
+-- conversations, which can have thousands of members: it reads the member
+-- rows and the group's state only, without the per-member probes of privacy,
+-- contacts and blocks that matter in direct conversations alone.
+-- name: ListGroupMembersForAppend :many
+SELECT m.conversation_id, m.user_id, m.joined_seq, m.cleared_seq, m.sent_count, m.left_seq,
+       m.role, m.mute_until, g.mute_all, g.dissolved_at
+FROM members m
 LEFT JOIN groups g ON g.conversation_id = m.conversation_id
 WHERE m.conversation_id = ANY(@ids::uuid[])
 ORDER BY m.conversation_id, m.joined_at, m.user_id;

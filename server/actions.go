@@ -130,6 +130,16 @@ func (s *messagesService) SendTyping(ctx context.Context, req *parleyv1.SendTypi
 	if m.LeftSeq != nil {
 		return nil, errNotMember
 	}
+	if m.Kind == kindGroup {
+		// Nobody can answer in a dissolved group, so nobody is typing there.
+		g, err := s.db.GetGroup(ctx, m.ConversationID)
+		if err != nil {
+			return nil, fmt.Errorf("get group: %w", err)
+		}
+		if g.Group.DissolvedAt != nil {
+			return nil, errGroupDissolved
+		}
+	}
 	// Starts are throttled per user and conversation, silently: a client that
 	// reports every keystroke still costs one event per interval. Stops always
 	// pass, so an indicator never sticks.

@@ -29,6 +29,7 @@ type committer struct {
 	db       *db.DB
 	hub      *hub
 	logger   *slog.Logger
+	metrics  *metrics // nil: none
 	maxBatch int
 
 	queue   chan *pendingSend
@@ -54,10 +55,11 @@ type sendResult struct {
 	err       error
 }
 
-func newCommitter(d *db.DB, h *hub, workers, maxBatch int, logger *slog.Logger) *committer {
+func newCommitter(d *db.DB, h *hub, m *metrics, workers, maxBatch int, logger *slog.Logger) *committer {
 	c := &committer{
 		db:       d,
 		hub:      h,
+		metrics:  m,
 		logger:   logger.With("component", "committer"),
 		maxBatch: maxBatch,
 		queue:    make(chan *pendingSend, workers*maxBatch),
@@ -136,6 +138,7 @@ const commitAttempts = 3
 func (c *committer) commit(sends []*pendingSend) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	start := time.Now()
 	var b *appendBatch
 	var err error
 	for attempt := range commitAttempts {
@@ -146,6 +149,10 @@ func (c *committer) commit(sends []*pendingSend) {
 		if !db.IsUniqueViolation(err, "messages_sender_id_client_msg_id_key") {
 			break
 		}
+	}
+	if c.metrics != nil {
+		c.metrics.batchSize.Observe(float64(len(sends)))
+		c.metrics.batchTime.Observe(time.Since(start).Seconds())
 	}
 	if err != nil {
 		c.logger.Error("append batch", "messages", len(sends), "error", err)
@@ -237,12 +244,18 @@ func (b *appendBatch) apply(ctx context.Context, q *db.Queries, lookFirst bool) 
 		return fmt.Errorf("lock conversations: %w", err)
 	}
 	convs := make(map[string]*conversationState, len(locked))
+	var groupIDs, otherIDs []string
 	for _, c := range locked {
 		convs[c.ID] = &conversationState{kind: c.Kind, lastSeq: c.LastSeq}
+		if c.Kind == kindGroup {
+			groupIDs = append(groupIDs, c.ID)
+		} else {
+			otherIDs = append(otherIDs, c.ID)
+		}
 	}
-	members, err := q.ListMembersForAppend(ctx, convIDs)
+	members, err := listMembersForAppend(ctx, q, otherIDs, groupIDs)
 	if err != nil {
-		return fmt.Errorf("list members: %w", err)
+		return err
 	}
 	for _, m := range members {
 		if cs := convs[m.ConversationID]; cs != nil {
@@ -327,6 +340,32 @@ func (b *appendBatch) apply(ctx context.Context, q *db.Queries, lookFirst bool) 
 	}
 	b.copyResults(copies)
 	return nil
+}
+
+// listMembersForAppend reads the members a batch checks its messages
+// against: those of groups without the probes only direct conversations need.
+func listMembersForAppend(ctx context.Context, q *db.Queries, otherIDs, groupIDs []string) ([]db.ListMembersForAppendRow, error) {
+	var members []db.ListMembersForAppendRow
+	if len(otherIDs) > 0 {
+		var err error
+		if members, err = q.ListMembersForAppend(ctx, otherIDs); err != nil {
+			return nil, fmt.Errorf("list members: %w", err)
+		}
+	}
+	if len(groupIDs) > 0 {
+		rows, err := q.ListGroupMembersForAppend(ctx, groupIDs)
+		if err != nil {
+			return nil, fmt.Errorf("list group members: %w", err)
+		}
+		for _, r := range rows {
+			members = append(members, db.ListMembersForAppendRow{
+				ConversationID: r.ConversationID, UserID: r.UserID, JoinedSeq: r.JoinedSeq, ClearedSeq: r.ClearedSeq,
+				SentCount: r.SentCount, LeftSeq: r.LeftSeq, Role: r.Role, MuteUntil: r.MuteUntil,
+				MuteAll: r.MuteAll, DissolvedAt: r.DissolvedAt,
+			})
+		}
+	}
+	return members, nil
 }
 
 // findStored returns the stored messages among sends, by sender and client

@@ -10,6 +10,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/parley-chat/parley/db"
 	"github.com/parley-chat/parley/db/dbtest"
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
@@ -156,10 +159,18 @@ func TestABatchCommitsWhatPassesAndFailsTheRestAlone(t *testing.T) {
 func TestAppendAfterCloseSaysShuttingDown(t *testing.T) {
 	t.Parallel()
 	f := newCommitFixture(t)
-	c := newCommitter(f.db, f.hub, 1, 8, f.c.logger)
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCommitter(f.db, f.hub, m, 1, 8, f.c.logger)
 	r, err := c.append(context.Background(), f.send(f.a, f.direct, "before"))
 	if err != nil || r.msg.GetSeq() != 1 {
 		t.Fatalf("append before Close: seq %d, %v", r.msg.GetSeq(), err)
+	}
+	var got dto.Metric
+	if err := m.batchSize.Write(&got); err != nil || got.GetHistogram().GetSampleCount() != 1 || got.GetHistogram().GetSampleSum() != 1 {
+		t.Fatalf("batch size metric after one Send: %v (%v), want one batch of one message", got.GetHistogram(), err)
 	}
 	c.Close()
 	if _, err := c.append(context.Background(), f.send(f.a, f.direct, "after")); !errors.Is(err, errShuttingDown) {

@@ -447,15 +447,19 @@ func TestGroupChangesToADissolvedGroupAreRefused(t *testing.T) {
 	}
 }
 
-func TestGroupRecallInADissolvedGroupIsRefused(t *testing.T) {
+func TestGroupRecallAndTypingInADissolvedGroupAreRefused(t *testing.T) {
 	t.Parallel()
 	ge := newGroupEnv(t, nil)
 	alice, bob := ge.signUp("alice"), ge.signUp("bob")
 	g := ge.create(t, alice, "G", bob)
 	sent := rpcSend(t, ge.m, bob, rpcToConv(g.GetId(), "oops"))
-	_, err := ge.g.DissolveGroup(alice.ctx(), &parleyv1.DissolveGroupRequest{GroupId: g.GetId()})
+	_, err := ge.m.SendTyping(bob.ctx(), &parleyv1.SendTypingRequest{ConversationId: g.GetId(), Typing: true})
+	ge.must(t, "SendTyping before dissolving", err)
+	_, err = ge.g.DissolveGroup(alice.ctx(), &parleyv1.DissolveGroupRequest{GroupId: g.GetId()})
 	ge.must(t, "DissolveGroup", err)
 	_, err = ge.m.Recall(bob.ctx(), &parleyv1.RecallRequest{ConversationId: g.GetId(), Seq: sent.GetSeq()})
+	wantCode(t, err, connect.CodeFailedPrecondition)
+	_, err = ge.m.SendTyping(bob.ctx(), &parleyv1.SendTypingRequest{ConversationId: g.GetId(), Typing: false})
 	wantCode(t, err, connect.CodeFailedPrecondition)
 }
 

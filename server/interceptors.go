@@ -40,6 +40,10 @@ func (i errorInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// batchSize and batchTime describe Send's group commits: how many
+	// messages each transaction carried and how long it took.
+	batchSize prometheus.Histogram
+	batchTime prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -53,8 +57,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "RPC handling time, by procedure (for streams: the stream's lifetime).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 60, 600},
 		}, []string{"procedure"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "parley_append_batch_messages",
+			Help:    "Messages per Send transaction (group commit).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
+		}),
+		batchTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "parley_append_batch_seconds",
+			Help:    "Duration of a Send transaction (group commit), commit included.",
+			Buckets: []float64{.0005, .001, .002, .004, .008, .016, .032, .064, .128, .256, 1},
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.batchSize, m.batchTime} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -151,7 +151,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		return nil, err
 	}
 	pres := newPresence(d, h, h.relay, logger)
-	msgs := newMessagesService(d, h, toks, pres, newCommitter(d, h, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg)
+	msgs := newMessagesService(d, h, toks, pres, newCommitter(d, h, m, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg)
 	return &Server{
 		relay:   h.relay,
 		db:      d,

@@ -20,6 +20,9 @@ const (
 	// backlogPage is how many entries one catch-up read takes: 2000 rows
 	// of chat text are about half a megabyte, read in a few milliseconds.
 	backlogPage = 2000
+	// firstBacklogPage is the first read's size: small, so that sending
+	// starts at once while the next, full page is read.
+	firstBacklogPage = maxBatchEntries
 	// sessionCheckInterval bounds how long a stream outlives its session's
 	// revocation on another node (the session cache adds its TTL).
 	sessionCheckInterval = time.Second
@@ -301,10 +304,10 @@ type entryPage struct {
 // page by page into pages, which it closes when done.
 func (cu *catchUp) readPages(ctx context.Context, convID string, after, upTo int64, pages chan<- entryPage) {
 	defer close(pages)
-	for after < upTo {
+	for limit := int32(firstBacklogPage); after < upTo; limit = backlogPage {
 		var p entryPage
 		rows, err := cu.s.db.ListUserEntriesAfter(ctx, db.ListUserEntriesAfterParams{
-			UserID: cu.userID, ConversationID: convID, AfterSeq: after, UntilSeq: upTo, MaxRows: backlogPage,
+			UserID: cu.userID, ConversationID: convID, AfterSeq: after, UntilSeq: upTo, MaxRows: limit,
 		})
 		if err != nil {
 			p.err = fmt.Errorf("read backlog: %w", err)

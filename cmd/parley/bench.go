@@ -87,7 +87,7 @@ func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.StringVar(&c.target, "target", "http://127.0.0.1:8080", "base URL of the server (h2c)")
 	fs.StringVar(&c.workload, "workload", "w1", "w1, w2, w3, w4 or w5")
 	fs.IntVar(&c.pairs, "pairs", 10, "w1, w2: sender/receiver pairs (conversations)")
-	fs.Float64Var(&c.rate, "rate", 200, "w1: total messages per second over all pairs; w3: the fixed rate into the group (default 20)")
+	fs.Float64Var(&c.rate, "rate", 200, "w1: total messages per second over all pairs; w3: the fixed rate into the group, 20 unless set")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "w1, w3: how long to send at -rate")
 	fs.IntVar(&c.members, "members", 500, "w3: members of the group, each with a stream open")
 	fs.Float64Var(&c.maxRate, "max-rate", 2560, "w3: the highest rate the ramp tries, messages per second")
