@@ -89,35 +89,48 @@ func BenchmarkSend(b *testing.B) {
 	})
 }
 
-// The media benchmarks measure one client's upload and download throughput
-// on the local store, over HTTP/2 with TLS on loopback, 5 MiB at a time:
+// The media benchmarks measure one client's upload and download throughput,
+// 5 MiB at a time, on the local store (over HTTP/2 with TLS on loopback) and
+// on S3 (a private versitygw on loopback, plain HTTP/1.1):
 //
 //	go test -run '^$' -bench 'Media' -benchtime 50x ./server/
-func BenchmarkMediaUploadLocal(b *testing.B) {
-	e := newEnv(b, func(c *server.Config) { c.Media.UploadsPerUser = server.Rate{} })
-	alice := e.signUp("alice")
-	body := pad(nil, 5<<20)
-	sum := sha(body)
-	b.SetBytes(int64(len(body)))
-	for b.Loop() {
-		// With a checksum, CompleteUpload reads every byte back.
-		e.upload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_FILE, ContentType: "application/octet-stream", Sha256: sum}, body)
-	}
+func BenchmarkMediaUpload(b *testing.B) {
+	forEachBackendB(b, func(b *testing.B, e *env) {
+		alice := e.signUp("alice")
+		body := pad(nil, 5<<20)
+		sum := sha(body)
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			// With a checksum, CompleteUpload reads every byte back.
+			e.upload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_FILE, ContentType: "application/octet-stream", Sha256: sum}, body)
+		}
+	})
 }
 
-func BenchmarkMediaDownloadLocal(b *testing.B) {
-	e := newEnv(b)
-	alice := e.signUp("alice")
-	body := pad(nil, 5<<20)
-	m := e.upload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_FILE, ContentType: "application/octet-stream"}, body)
-	res, err := e.media().GetMedia(alice.ctx(), &parleyv1.GetMediaRequest{MediaId: m.GetId()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(body)))
-	for b.Loop() {
-		if hres, got := e.fetch(res.GetDownloadUrl()); hres.StatusCode != 200 || len(got) != len(body) {
-			b.Fatalf("download: HTTP %d, %d bytes", hres.StatusCode, len(got))
+func BenchmarkMediaDownload(b *testing.B) {
+	forEachBackendB(b, func(b *testing.B, e *env) {
+		alice := e.signUp("alice")
+		body := pad(nil, 5<<20)
+		m := e.upload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_FILE, ContentType: "application/octet-stream"}, body)
+		res, err := e.media().GetMedia(alice.ctx(), &parleyv1.GetMediaRequest{MediaId: m.GetId()})
+		if err != nil {
+			b.Fatal(err)
 		}
-	}
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if hres, got := e.fetch(res.GetDownloadUrl()); hres.StatusCode != 200 || len(got) != len(body) {
+				b.Fatalf("download: HTTP %d, %d bytes", hres.StatusCode, len(got))
+			}
+		}
+	})
+}
+
+// forEachBackendB runs fn on a server per media store, without upload limits.
+func forEachBackendB(b *testing.B, fn func(b *testing.B, e *env)) {
+	unlimited := func(c *server.Config) { c.Media.UploadsPerUser = server.Rate{} }
+	b.Run("local", func(b *testing.B) { fn(b, newEnv(b, unlimited)) })
+	b.Run("s3", func(b *testing.B) {
+		s3 := s3Config(b)
+		fn(b, newEnv(b, unlimited, func(c *server.Config) { c.Media.S3 = s3 }))
+	})
 }
