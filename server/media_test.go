@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -490,6 +491,35 @@ func TestMediaOversizeIsRefusedBeforeTheBodyIsRead(t *testing.T) {
 		}
 		_, err = e.media().CompleteUpload(alice.ctx(), &parleyv1.CompleteUploadRequest{MediaId: up.GetMediaId()})
 		wantCode(t, err, connect.CodeFailedPrecondition)
+
+		// Over HTTP/1.1 with Expect: 100-continue, not one byte of the body
+		// leaves the client. (versitygw answers 100 Continue before it
+		// checks the signature, so this holds for the local store only.)
+		if me.backend == "local" {
+			tr := e.client.Transport.(*http.Transport).Clone()
+			tr.ForceAttemptHTTP2, tr.TLSNextProto = false, map[string]func(string, *tls.Conn) http.RoundTripper{}
+			tr.ExpectContinueTimeout = 10 * time.Second
+			tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+			body = &countingReader{n: 64 << 20}
+			req, err = http.NewRequest(up.GetUploadMethod(), up.GetUploadUrl(), body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = body.n
+			req.Header.Set("Expect", "100-continue")
+			for k, v := range up.GetHeaders() {
+				req.Header.Set(k, v)
+			}
+			res, err = (&http.Client{Transport: tr}).Do(req)
+			if err != nil {
+				t.Fatalf("HTTP/1.1 upload: %v", err)
+			}
+			res.Body.Close()
+			tr.CloseIdleConnections()
+			if res.StatusCode < 400 || body.read.Load() != 0 {
+				t.Errorf("HTTP/1.1 oversize upload: HTTP %d after %d bytes of body, want a refusal before any", res.StatusCode, body.read.Load())
+			}
+		}
 
 		// Short of the declared size is refused too.
 		if code := e.put(up, make([]byte, 999)); code < 400 {
