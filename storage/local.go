@@ -43,11 +43,14 @@ func NewLocal(dir string, key []byte) (*Local, error) {
 	return &Local{dir: dir, key: key, now: time.Now}, nil
 }
 
+// path is where key's file lives: <dir>/<prefix>/<first two hex digits>/<hex>,
+// so that no directory holds more than a 256th of the objects.
 func (l *Local) path(key string) (string, error) {
 	if !KeyPattern.MatchString(key) {
 		return "", fmt.Errorf("storage: bad key %q", key)
 	}
-	return filepath.Join(l.dir, filepath.FromSlash(key)), nil
+	prefix, name, _ := strings.Cut(key, "/")
+	return filepath.Join(l.dir, prefix, name[:2], name), nil
 }
 
 // The signed query parameters of a URL.
