@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
@@ -175,6 +176,11 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	m.ImageTypes, m.VoiceTypes, m.VideoTypes, m.FileTypes = list(imageTypes), list(voiceTypes), list(videoTypes), list(fileTypes)
 	if m.Dir == "" {
 		m.Dir = filepath.Join(c.dataDir, "media")
+	}
+	if m.PublicURL != "" {
+		if u, err := url.Parse(m.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c, fmt.Errorf("PARLEY_PUBLIC_URL must be an http or https URL such as https://chat.example.com, not %q", m.PublicURL)
+		}
 	}
 	if m.UploadTTL <= 0 || m.URLTTL <= 0 || m.SweepInterval <= 0 {
 		return c, fmt.Errorf("PARLEY_MEDIA_UPLOAD_TTL, PARLEY_MEDIA_URL_TTL and PARLEY_MEDIA_SWEEP_INTERVAL must be positive")

@@ -49,7 +49,13 @@ func TestConfigReadsMediaSettings(t *testing.T) {
 	if m.MaxVideoBytes != def.MaxVideoBytes || !slices.Equal(m.ImageTypes, def.ImageTypes) || m.URLTTL != def.URLTTL {
 		t.Errorf("unset settings lost their defaults: %+v", m)
 	}
-	if _, err := parseConfig("serve", nil, envFrom(map[string]string{"PARLEY_MEDIA_URL_TTL": "0s"}), io.Discard); err == nil {
-		t.Error("a zero URL lifetime was accepted")
+	for name, env := range map[string]map[string]string{
+		"a zero URL lifetime":           {"PARLEY_MEDIA_URL_TTL": "0s"},
+		"a public URL without a scheme": {"PARLEY_PUBLIC_URL": "chat.example.com"},
+		"a size that is no number":      {"PARLEY_MEDIA_MAX_FILE_BYTES": "lots"},
+	} {
+		if _, err := parseConfig("serve", nil, envFrom(env), io.Discard); err == nil {
+			t.Errorf("%s was accepted", name)
+		}
 	}
 }
