@@ -92,6 +92,7 @@ type client struct {
 	room *rtc.Room
 
 	ready chan struct{} // closed once Join returned
+	sigMu sync.Mutex    // serializes handling offers with close
 	stop  chan struct{} // ends the writers
 	wg    sync.WaitGroup
 
@@ -215,10 +216,10 @@ func (c *client) write(src rtc.Source, tr *webrtc.TrackLocalStaticRTP) {
 }
 
 func (c *client) close() {
-	select {
-	case <-c.stop:
+	c.sigMu.Lock()
+	defer c.sigMu.Unlock()
+	if c.stopped() {
 		return
-	default:
 	}
 	close(c.stop)
 	_ = c.pc.Close()
@@ -234,10 +235,14 @@ func (c *client) update(fn func()) {
 	c.mu.Unlock()
 }
 
-// waitUntil waits until cond, evaluated under the client's lock, holds.
+// waitUntil waits until cond, evaluated under the client's lock, holds. It
+// looks again on every change to the client's state, and every 20 ms for
+// conditions on anything else (such as the connection state).
 func (c *client) waitUntil(what string, cond func() bool) {
 	c.t.Helper()
 	deadline := time.After(waitFor)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		c.mu.Lock()
 		ok, ch := cond(), c.changed
@@ -247,6 +252,7 @@ func (c *client) waitUntil(what string, cond func() bool) {
 		}
 		select {
 		case <-ch:
+		case <-tick.C:
 		case <-deadline:
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -291,11 +297,34 @@ func (c *client) waitGone(from string, src rtc.Source) time.Duration {
 
 // The Signaler, relaying in process.
 
+// stopped reports whether the client was closed: errors after that are the
+// SFU's in-flight calls meeting a closed peer connection, not failures.
+func (c *client) stopped() bool {
+	select {
+	case <-c.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// fail reports an error unless the client was closed meanwhile.
+func (c *client) fail(format string, args ...any) {
+	if !c.stopped() {
+		c.t.Errorf(format, args...)
+	}
+}
+
 func (c *client) Offer(o rtc.Offer) {
 	<-c.ready
+	c.sigMu.Lock()
+	defer c.sigMu.Unlock()
+	if c.stopped() {
+		return
+	}
 	c.update(func() { c.offers = append(c.offers, o) })
 	if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: o.SDP}); err != nil {
-		c.t.Errorf("%s: set offer %d: %v", c.id, o.Revision, err)
+		c.fail("%s: set offer %d: %v", c.id, o.Revision, err)
 		return
 	}
 	for mid, src := range o.SendMIDs {
@@ -311,7 +340,7 @@ func (c *client) Offer(o rtc.Offer) {
 				err = tr.SetSender(sender, c.local[src])
 			}
 			if err != nil {
-				c.t.Errorf("%s: attach %s to mid %s: %v", c.id, src, mid, err)
+				c.fail("%s: attach %s to mid %s: %v", c.id, src, mid, err)
 				return
 			}
 			c.attach[src] = true
@@ -331,11 +360,11 @@ func (c *client) Offer(o rtc.Offer) {
 		err = c.pc.SetLocalDescription(answer)
 	}
 	if err != nil {
-		c.t.Errorf("%s: answer offer %d: %v", c.id, o.Revision, err)
+		c.fail("%s: answer offer %d: %v", c.id, o.Revision, err)
 		return
 	}
 	if err := c.p.Answer(o.Revision, answer.SDP); err != nil && !errors.Is(err, rtc.ErrLeft) {
-		c.t.Errorf("%s: Answer(%d): %v", c.id, o.Revision, err)
+		c.fail("%s: Answer(%d): %v", c.id, o.Revision, err)
 	}
 }
 
@@ -365,7 +394,7 @@ func (c *client) Candidate(cand webrtc.ICECandidateInit) {
 		return
 	}
 	if err := c.pc.AddICECandidate(cand); err != nil {
-		c.t.Logf("%s: add candidate: %v", c.id, err)
+		c.fail("%s: add candidate: %v", c.id, err)
 	}
 }
 
