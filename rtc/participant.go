@@ -298,6 +298,9 @@ func (p *Participant) negotiateLocked() {
 		err = p.pc.SetLocalDescription(offer)
 	}
 	if err != nil {
+		if p.pc.ConnectionState() == webrtc.PeerConnectionStateClosed {
+			return // the client closed it; watch takes the participant out
+		}
 		p.log.Error("rtc: offer", "err", err)
 		return
 	}
@@ -545,7 +548,7 @@ func (p *Participant) shutdown() {
 	p.gclosed = true
 	p.gmu.Unlock()
 	close(p.done)
-	if err := p.pc.Close(); err != nil {
+	if err := p.pc.GracefulClose(); err != nil {
 		p.log.Debug("rtc: close peer connection", "err", err)
 	}
 	p.wg.Wait()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -12,8 +13,11 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/logging"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/transport/v4"
+	"github.com/pion/transport/v4/stdnet"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-chat/parley/rtc"
@@ -31,7 +35,9 @@ func newSFU(t testing.TB, cfg rtc.Config) *rtc.SFU {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		w := &testWriter{t: t}
+		t.Cleanup(w.stop) // runs after the SFU's Close below
+		log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	s, err := rtc.New(cfg, log)
 	if err != nil {
@@ -45,11 +51,27 @@ func newSFU(t testing.TB, cfg rtc.Config) *rtc.SFU {
 	return s
 }
 
-type testWriter struct{ t testing.TB }
+// testWriter logs through t until the test ends: some of Pion's goroutines
+// outlive a closed PeerConnection by a moment and may still log.
+type testWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
 
 func (w *testWriter) Write(b []byte) (int, error) {
-	w.t.Log(string(b[:len(b)-1]))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(string(b[:len(b)-1]))
+	}
 	return len(b), nil
+}
+
+func (w *testWriter) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.done = true
 }
 
 func newRoom(t testing.TB, s *rtc.SFU, id string, opts rtc.RoomOptions) *rtc.Room {
@@ -62,7 +84,8 @@ func newRoom(t testing.TB, s *rtc.SFU, id string, opts rtc.RoomOptions) *rtc.Roo
 }
 
 // clientAPI builds a client's own webrtc.API, gathering on loopback only.
-func clientAPI(t testing.TB) *webrtc.API {
+// While dark is true, its UDP sockets drop everything they send and receive.
+func clientAPI(t testing.TB, dark *atomic.Bool) *webrtc.API {
 	t.Helper()
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
@@ -73,10 +96,18 @@ func clientAPI(t testing.TB) *webrtc.API {
 		t.Fatal(err)
 	}
 	var se webrtc.SettingEngine
+	quiet := logging.NewDefaultLoggerFactory()
+	quiet.DefaultLogLevel = logging.LogLevelDisabled
+	se.LoggerFactory = quiet
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	n, err := stdnet.NewNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	se.SetNet(darkNet{n, dark})
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se))
 }
 
@@ -91,6 +122,7 @@ type client struct {
 	p    *rtc.Participant
 	room *rtc.Room
 
+	dark  atomic.Bool   // the client's network drops everything
 	ready chan struct{} // closed once Join returned
 	sigMu sync.Mutex    // serializes handling offers with close
 	stop  chan struct{} // ends the writers
@@ -128,7 +160,7 @@ func join(t testing.TB, room *rtc.Room, id string, send ...rtc.Source) *client {
 func tryJoin(t testing.TB, room *rtc.Room, id string, send ...rtc.Source) (*client, error) {
 	t.Helper()
 	c := &client{
-		t: t, id: id, api: clientAPI(t), room: room,
+		t: t, id: id, room: room,
 		ready: make(chan struct{}), stop: make(chan struct{}), changed: make(chan struct{}),
 		tracks: map[string]rtc.Track{}, gone: map[string]rtc.Track{}, received: map[string]int{},
 		joined: map[string]bool{}, mutes: map[string]bool{}, plis: map[rtc.Source]int{},
@@ -136,6 +168,7 @@ func tryJoin(t testing.TB, room *rtc.Room, id string, send ...rtc.Source) (*clie
 		sending:    map[rtc.Source]*atomic.Bool{}, local: map[rtc.Source]*webrtc.TrackLocalStaticRTP{},
 		attach: map[rtc.Source]bool{},
 	}
+	c.api = clientAPI(t, &c.dark)
 	pc, err := c.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +255,7 @@ func (c *client) close() {
 		return
 	}
 	close(c.stop)
-	_ = c.pc.Close()
+	_ = c.pc.GracefulClose()
 	c.wg.Wait()
 }
 
@@ -418,4 +451,55 @@ func (c *client) MuteChanged(id string, src rtc.Source, muted bool) {
 
 func (c *client) Closed(err error) {
 	c.update(func() { c.closed, c.closedErr = true, err })
+}
+
+// darkNet is the host's network, with UDP that can go dark.
+type darkNet struct {
+	*stdnet.Net
+	dark *atomic.Bool
+}
+
+func (n darkNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := n.Net.ListenUDP(network, laddr)
+	if err != nil {
+		return nil, err
+	}
+	return darkConn{c, n.dark}, nil
+}
+
+type darkConn struct {
+	transport.UDPConn
+	dark *atomic.Bool
+}
+
+func (c darkConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if c.dark.Load() {
+		return len(b), nil
+	}
+	return c.UDPConn.WriteTo(b, addr)
+}
+
+func (c darkConn) WriteToUDP(b []byte, addr *net.UDPAddr) (int, error) {
+	if c.dark.Load() {
+		return len(b), nil
+	}
+	return c.UDPConn.WriteToUDP(b, addr)
+}
+
+func (c darkConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.UDPConn.ReadFrom(b)
+		if err != nil || !c.dark.Load() {
+			return n, addr, err
+		}
+	}
+}
+
+func (c darkConn) ReadFromUDP(b []byte) (int, *net.UDPAddr, error) {
+	for {
+		n, addr, err := c.UDPConn.ReadFromUDP(b)
+		if err != nil || !c.dark.Load() {
+			return n, addr, err
+		}
+	}
 }

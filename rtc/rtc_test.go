@@ -286,8 +286,8 @@ func TestKeyframeRequests(t *testing.T) {
 	a.waitUntil("the SFU asked alice's camera for a keyframe", func() bool { return a.plis[rtc.SourceCamera] > 0 })
 	b.waitReceiving("alice", 10, rtc.SourceCamera)
 
-	// Bob's own PLI reaches alice.
-	time.Sleep(300 * time.Millisecond) // the SFU spaces forwarded PLIs by 200 ms
+	// Bob's own PLIs reach alice. The SFU spaces the PLIs it forwards, so bob
+	// sends one every 100 ms until one arrives.
 	a.mu.Lock()
 	before := a.plis[rtc.SourceCamera]
 	a.mu.Unlock()
@@ -295,11 +295,70 @@ func TestKeyframeRequests(t *testing.T) {
 	tr, _ := b.trackFromLocked("alice", rtc.SourceCamera)
 	ssrc := b.remoteSSRC[tr.TrackID]
 	b.mu.Unlock()
-	if err := b.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(ssrc)}}); err != nil {
-		t.Fatal(err)
-	}
+	done := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			_ = b.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(ssrc)}})
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
 	a.waitUntil("bob's PLI reached alice", func() bool { return a.plis[rtc.SourceCamera] > before })
+	close(done)
+	<-sent
 	if n := a.plis[rtc.SourceMicrophone]; n != 0 {
 		t.Errorf("got %d PLIs on the microphone, want 0", n)
 	}
+}
+
+func TestConnectionFailureRestartsICE(t *testing.T) {
+	s := newSFU(t, rtc.Config{DisconnectedTimeout: time.Second, FailedTimeout: 2 * time.Second})
+	room := newRoom(t, s, "flaky", rtc.RoomOptions{})
+	a := join(t, room, "alice", av...)
+	b := join(t, room, "bob", av...)
+	a.waitReceiving("bob", 20, av...)
+	b.waitReceiving("alice", 20, av...)
+	b.mu.Lock()
+	offers := len(b.offers)
+	b.mu.Unlock()
+
+	// Bob's network drops everything: the SFU sees his connection fail, takes
+	// his tracks away from alice, and offers him an ICE restart.
+	b.dark.Store(true)
+	for _, src := range av {
+		a.waitGone("bob", src)
+	}
+	b.waitUntil("bob got an ICE-restart offer", func() bool {
+		for _, o := range b.offers[offers:] {
+			if o.ICERestart {
+				return true
+			}
+		}
+		return false
+	})
+
+	// His network is back: the restarted connection carries his tracks again.
+	b.dark.Store(false)
+	a.waitReceiving("bob", 20, av...)
+	b.mu.Lock()
+	base := map[string]int{}
+	for id, n := range b.received {
+		base[id] = n
+	}
+	b.mu.Unlock()
+	b.waitUntil("alice's media reaches bob again", func() bool {
+		for id, n := range base {
+			if b.received[id] < n+20 {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -66,7 +66,8 @@ type Config struct {
 	// MaxAudioParticipants limits audio-only rooms; 0 means 50.
 	MaxAudioParticipants int
 	// DisconnectedTimeout and FailedTimeout are how long a silent connection
-	// takes to count as disconnected and failed; 0 means 2 s and 10 s.
+	// takes to count as disconnected and failed; 0 means 2 s and 5 s. A failed
+	// connection loses its published tracks and gets an ICE-restart offer.
 	DisconnectedTimeout, FailedTimeout time.Duration
 }
 
@@ -98,7 +99,7 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 		cfg.DisconnectedTimeout = 2 * time.Second
 	}
 	if cfg.FailedTimeout <= 0 {
-		cfg.FailedTimeout = 10 * time.Second
+		cfg.FailedTimeout = 5 * time.Second
 	}
 	s := &SFU{cfg: cfg, log: log, rooms: make(map[string]*Room)}
 
@@ -112,6 +113,7 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 	}
 
 	var se webrtc.SettingEngine
+	se.LoggerFactory = pionLogs{log}
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(cfg.DisconnectedTimeout, cfg.FailedTimeout, time.Second)
 	se.SetIncludeLoopbackCandidate(cfg.Loopback)
