@@ -159,6 +159,20 @@ func join(t testing.TB, room *rtc.Room, id string, send ...rtc.Source) *client {
 
 func tryJoin(t testing.TB, room *rtc.Room, id string, send ...rtc.Source) (*client, error) {
 	t.Helper()
+	return tryJoinWith(t, room, id, vp8, send...)
+}
+
+var (
+	vp8  = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+	h264 = webrtc.RTPCodecCapability{
+		MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+	}
+)
+
+// tryJoinWith joins a client whose camera sends the given codec.
+func tryJoinWith(t testing.TB, room *rtc.Room, id string, camera webrtc.RTPCodecCapability, send ...rtc.Source) (*client, error) {
+	t.Helper()
 	c := &client{
 		t: t, id: id, room: room,
 		ready: make(chan struct{}), stop: make(chan struct{}), changed: make(chan struct{}),
@@ -176,8 +190,8 @@ func tryJoin(t testing.TB, room *rtc.Room, id string, send ...rtc.Source) (*clie
 	c.pc = pc
 	codecs := map[rtc.Source]webrtc.RTPCodecCapability{
 		rtc.SourceMicrophone: {MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2},
-		rtc.SourceCamera:     {MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
-		rtc.SourceScreen:     {MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
+		rtc.SourceCamera:     camera,
+		rtc.SourceScreen:     vp8,
 	}
 	for src, codec := range codecs {
 		tr, err := webrtc.NewTrackLocalStaticRTP(codec, fmt.Sprintf("%s-%s", id, src), id)

@@ -126,6 +126,44 @@ func TestOneToOneCall(t *testing.T) {
 	})
 }
 
+func TestH264IsForwardedWhereNegotiated(t *testing.T) {
+	s := newSFU(t, rtc.Config{})
+	room := newRoom(t, s, "h264", rtc.RoomOptions{})
+	a, err := tryJoinWith(t, room, "alice", h264, av...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := join(t, room, "bob", av...)
+	b.waitReceiving("alice", 30, av...)
+	a.waitReceiving("bob", 30, av...)
+	checked := 0
+	for _, c := range []*client{a, b} {
+		for _, tr := range c.pc.GetTransceivers() {
+			if r := tr.Receiver(); r != nil && tr.Mid() != "" {
+				for _, rt := range r.Tracks() {
+					c.mu.Lock()
+					pub, ok := c.tracks[rt.ID()]
+					c.mu.Unlock()
+					if !ok || pub.Source != rtc.SourceCamera {
+						continue
+					}
+					want := webrtc.MimeTypeVP8
+					if pub.ParticipantID == "alice" {
+						want = webrtc.MimeTypeH264
+					}
+					if got := rt.Codec().MimeType; got != want {
+						t.Errorf("%s: got %s's camera as %s, want %s", c.id, pub.ParticipantID, got, want)
+					}
+					checked++
+				}
+			}
+		}
+	}
+	if checked != 2 {
+		t.Errorf("checked %d cameras' codecs, want 2", checked)
+	}
+}
+
 func TestThreePartyCall(t *testing.T) {
 	s := newSFU(t, rtc.Config{})
 	room := newRoom(t, s, "group", rtc.RoomOptions{})
@@ -146,6 +184,22 @@ func TestThreePartyCall(t *testing.T) {
 		if n != 2 {
 			t.Errorf("%s: got %d participants joined, want 2", c.id, n)
 		}
+	}
+
+	// Closing the SFU ends everyone's part, and then refuses new rooms.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range clients {
+		c.mu.Lock()
+		closed, err := c.closed, c.closedErr
+		c.mu.Unlock()
+		if !closed || !errors.Is(err, rtc.ErrClosed) {
+			t.Errorf("%s: got closed %v with %v, want Closed(ErrClosed)", c.id, closed, err)
+		}
+	}
+	if _, err := s.CreateRoom("later", rtc.RoomOptions{}); !errors.Is(err, rtc.ErrClosed) {
+		t.Errorf("CreateRoom after Close: got %v, want ErrClosed", err)
 	}
 }
 
@@ -243,8 +297,19 @@ func TestRoomLimits(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			room := newRoom(t, s, tt.name, tt.opts)
 			defer room.Close()
+			var first *client
 			for i := range tt.limit {
-				join(t, room, fmt.Sprint("p", i))
+				c := join(t, room, fmt.Sprint("p", i))
+				if first == nil {
+					first = c
+				}
+			}
+			first.waitUntil("the first offer arrived", func() bool { return len(first.offers) > 0 })
+			first.mu.Lock()
+			slots := len(first.offers[0].SendMIDs)
+			first.mu.Unlock()
+			if want := map[bool]int{false: 3, true: 1}[tt.opts.AudioOnly]; slots != want {
+				t.Errorf("got %d send slots, want %d", slots, want)
 			}
 			if _, err := tryJoin(t, room, "one too many"); !errors.Is(err, rtc.ErrRoomFull) {
 				t.Errorf("got %v, want ErrRoomFull", err)

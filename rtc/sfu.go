@@ -88,7 +88,11 @@ type SFU struct {
 }
 
 // New builds an SFU. Close it to stop every room and release its socket.
+// A nil log discards the SFU's logs.
 func New(cfg Config, log *slog.Logger) (*SFU, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if cfg.MaxVideoParticipants <= 0 {
 		cfg.MaxVideoParticipants = DefaultMaxVideoParticipants
 	}
