@@ -18,6 +18,9 @@ import (
 // when the client stopped must not bring the track back.
 const republishGrace = 500 * time.Millisecond
 
+// receiveMTU is the largest RTP packet read from a publisher (Pion's default).
+const receiveMTU = 1460
+
 // maxPendingCandidates bounds the candidates kept until an answer arrives.
 const maxPendingCandidates = 64
 
@@ -422,8 +425,9 @@ func (p *Participant) forward(sl *slot, remote *webrtc.TrackRemote) {
 			p.room.unpublish(pub)
 		}
 	}()
+	buf := make([]byte, receiveMTU)
 	for {
-		pkt, _, err := remote.ReadRTP()
+		n, _, err := remote.Read(buf)
 		if err != nil {
 			return
 		}
@@ -433,7 +437,8 @@ func (p *Participant) forward(sl *slot, remote *webrtc.TrackRemote) {
 				continue
 			}
 		}
-		if err := pub.local.WriteRTP(pkt); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		// Write rewrites the SSRC and payload type for each subscriber.
+		if _, err := pub.local.Write(buf[:n]); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 			log.Debug("rtc: forward", "err", err)
 		}
 	}

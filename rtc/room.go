@@ -1,6 +1,7 @@
 package rtc
 
 import (
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,9 @@ func (r *Room) Participants() []string {
 // is at its limit, ErrAlreadyJoined when the id is in the room, ErrRoomClosed
 // or ErrClosed.
 func (r *Room) Join(participantID string, sig Signaler) (*Participant, error) {
+	if sig == nil {
+		return nil, fmt.Errorf("%w: no Signaler", ErrInvalidSignal)
+	}
 	if err := r.admits(participantID); err != nil {
 		return nil, err
 	}
