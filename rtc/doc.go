@@ -30,7 +30,9 @@
 // and Participant.Answer must quote the outstanding one (else ErrStaleAnswer).
 // ICE candidates trickle both ways: Signaler.Candidate and
 // Participant.AddCandidate (which keeps candidates that arrive before their
-// answer).
+// answer). A client that lost its signaling stream and opened a new one gets
+// everything again with Participant.Resync: the participants, the tracks it
+// receives, the outstanding offer, and an ICE restart.
 //
 // A participant publishes by sending on slots: the first offer has one
 // receive-only transceiver per source (microphone; in video rooms camera and

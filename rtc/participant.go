@@ -50,6 +50,7 @@ type Participant struct {
 	subs          map[*publication]*subscription
 	unannounced   []*subscription // added since the last offer
 	inOffer       []*subscription // announced with the pending offer
+	lastOffer     Offer
 	muted         map[Source]bool
 	unpublishedAt map[Source]time.Time
 
@@ -269,6 +270,45 @@ func (p *Participant) RestartICE() error {
 	return nil
 }
 
+// Resync sends the participant's whole state to its Signaler again, for a
+// client that lost its signaling stream and opened a new one:
+// ParticipantJoined for everyone else in the room, TrackPublished for every
+// track it receives, and the outstanding offer again if there is one (Pion
+// cannot roll a local offer back); then an offer that restarts ICE, at once
+// or after that answer.
+func (p *Participant) Resync() error {
+	r := p.room
+	r.mu.Lock()
+	others := r.othersLocked(p)
+	r.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrLeft
+	}
+	for _, o := range others {
+		p.emit(func(s Signaler) { s.ParticipantJoined(o.id) })
+	}
+	pending := make(map[*subscription]bool, len(p.unannounced))
+	for _, sub := range p.unannounced {
+		pending[sub] = true
+	}
+	for _, sub := range p.subs {
+		if !pending[sub] {
+			t := sub.track()
+			p.emit(func(s Signaler) { s.TrackPublished(t) })
+		}
+	}
+	p.iceRestart = true
+	if p.offerPending {
+		o := p.lastOffer
+		p.emit(func(s Signaler) { s.Offer(o) })
+		return nil
+	}
+	p.negotiateLocked()
+	return nil
+}
+
 // Leave takes the participant out of the room: the others lose its tracks
 // and learn it left, its connection closes, and its Signaler gets Closed(nil).
 func (p *Participant) Leave() { p.room.leave(p, nil) }
@@ -295,7 +335,8 @@ func (p *Participant) negotiateLocked() {
 		p.needOffer = true
 		return
 	}
-	restart := p.iceRestart
+	// Before the first answer there is no ICE session to restart.
+	restart := p.iceRestart && p.pc.CurrentRemoteDescription() != nil
 	offer, err := p.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: restart})
 	if err == nil {
 		err = p.pc.SetLocalDescription(offer)
@@ -337,6 +378,7 @@ func (p *Participant) negotiateLocked() {
 	for _, sl := range p.slots {
 		o.SendMIDs[sl.tr.Mid()] = sl.source
 	}
+	p.lastOffer = o
 	p.emit(func(s Signaler) { s.Offer(o) })
 }
 

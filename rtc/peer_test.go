@@ -123,6 +123,7 @@ type client struct {
 	room *rtc.Room
 
 	dark  atomic.Bool   // the client's network drops everything
+	deaf  atomic.Bool   // the client's signaling drops offers
 	ready chan struct{} // closed once Join returned
 	sigMu sync.Mutex    // serializes handling offers with close
 	stop  chan struct{} // ends the writers
@@ -364,6 +365,9 @@ func (c *client) fail(format string, args ...any) {
 
 func (c *client) Offer(o rtc.Offer) {
 	<-c.ready
+	if c.deaf.Load() {
+		return
+	}
 	c.sigMu.Lock()
 	defer c.sigMu.Unlock()
 	if c.stopped() {

@@ -427,3 +427,44 @@ func TestConnectionFailureRestartsICE(t *testing.T) {
 		return true
 	})
 }
+
+func TestResyncAfterLostSignaling(t *testing.T) {
+	s := newSFU(t, rtc.Config{})
+	room := newRoom(t, s, "resync", rtc.RoomOptions{})
+	a := join(t, room, "alice", av...)
+	b := join(t, room, "bob", av...)
+	b.waitReceiving("alice", 20, av...)
+
+	// Bob's signaling stream is lost while alice shares her screen: the
+	// offer that would add it goes nowhere.
+	b.deaf.Store(true)
+	b.mu.Lock()
+	lost := len(b.offers)
+	b.mu.Unlock()
+	a.sending[rtc.SourceScreen].Store(true)
+	b.waitUntil("alice's screen is announced", func() bool {
+		_, ok := b.trackFromLocked("alice", rtc.SourceScreen)
+		return ok
+	})
+
+	// A new stream: bob resyncs and gets the whole state and a fresh offer.
+	b.deaf.Store(false)
+	b.update(func() { clear(b.tracks); clear(b.joined) })
+	if err := b.p.Resync(); err != nil {
+		t.Fatal(err)
+	}
+	b.waitReceiving("alice", 20, rtc.SourceMicrophone, rtc.SourceCamera, rtc.SourceScreen)
+	b.waitUntil("an ICE restart followed", func() bool {
+		for _, o := range b.offers[lost:] {
+			if o.ICERestart {
+				return true
+			}
+		}
+		return false
+	})
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.joined["alice"] {
+		t.Error("resync did not announce alice")
+	}
+}
