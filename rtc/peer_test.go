@@ -141,6 +141,7 @@ type client struct {
 	closedErr  error
 	closed     bool
 	pending    []webrtc.ICECandidateInit
+	candidates []string // the SFU's, as received
 	remoteSSRC map[string]webrtc.SSRC // of received tracks, by track id
 
 	sending map[rtc.Source]*atomic.Bool
@@ -435,6 +436,7 @@ func (c *client) readRTCP(src rtc.Source, sender *webrtc.RTPSender) {
 }
 
 func (c *client) Candidate(cand webrtc.ICECandidateInit) {
+	c.update(func() { c.candidates = append(c.candidates, cand.Candidate) })
 	if cand.Candidate == "" {
 		return
 	}

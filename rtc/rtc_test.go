@@ -3,6 +3,8 @@ package rtc_test
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -466,5 +468,31 @@ func TestResyncAfterLostSignaling(t *testing.T) {
 	defer b.mu.Unlock()
 	if !b.joined["alice"] {
 		t.Error("resync did not announce alice")
+	}
+}
+
+func TestSharedPortAndPublicIP(t *testing.T) {
+	s := newSFU(t, rtc.Config{UDPAddr: "127.0.0.1:0", PublicIPs: []string{"203.0.113.7"}})
+	addr, ok := s.LocalAddr().(*net.UDPAddr)
+	if !ok || addr.Port == 0 {
+		t.Fatalf("got local address %v, want a UDP port", s.LocalAddr())
+	}
+	room := newRoom(t, s, "nat", rtc.RoomOptions{})
+	c := join(t, room, "alice")
+	want := fmt.Sprintf("203.0.113.7 %d typ host", addr.Port)
+	c.waitUntil("a candidate with the public IP and the shared port arrived", func() bool {
+		for _, cand := range c.candidates {
+			if strings.Contains(cand, want) {
+				return true
+			}
+		}
+		return false
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cand := range c.candidates {
+		if strings.Contains(cand, "127.0.0.1") {
+			t.Errorf("got candidate %q, want the loopback address replaced", cand)
+		}
 	}
 }
