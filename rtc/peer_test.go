@@ -142,6 +142,7 @@ type client struct {
 	closed     bool
 	pending    []webrtc.ICECandidateInit
 	candidates []string // the SFU's, as received
+	dropped    int      // offers dropped while deaf
 	remoteSSRC map[string]webrtc.SSRC // of received tracks, by track id
 
 	sending map[rtc.Source]*atomic.Bool
@@ -367,6 +368,7 @@ func (c *client) fail(format string, args ...any) {
 func (c *client) Offer(o rtc.Offer) {
 	<-c.ready
 	if c.deaf.Load() {
+		c.update(func() { c.dropped++ })
 		return
 	}
 	c.sigMu.Lock()
