@@ -131,7 +131,7 @@ func New(cfg Config, log *slog.Logger) (*SFU, error) {
 			return nil, fmt.Errorf("rtc: listen for ICE: %w", err)
 		}
 		s.udp = conn
-		s.udpMux = webrtc.NewICEUDPMux(nil, conn)
+		s.udpMux = webrtc.NewICEUDPMux(pionLogs{log}.NewLogger("udpmux"), conn)
 		se.SetICEUDPMux(s.udpMux)
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	case cfg.UDPPortMin != 0 || cfg.UDPPortMax != 0:
