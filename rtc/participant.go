@@ -71,6 +71,7 @@ type slot struct {
 // subscription is a publication forwarded to this participant.
 type subscription struct {
 	pub    *publication
+	tr     *webrtc.RTPTransceiver
 	sender *webrtc.RTPSender
 	mid    string
 }
@@ -352,22 +353,8 @@ func (p *Participant) negotiateLocked() {
 	p.revision++
 	p.offerPending, p.restarting = true, restart
 
-	mids := make(map[string]*webrtc.RTPTransceiver)
-	for _, tr := range p.pc.GetTransceivers() {
-		if s := tr.Sender(); s != nil {
-			mids[tr.Mid()] = tr
-		}
-	}
-	midOf := func(s *webrtc.RTPSender) string {
-		for mid, tr := range mids {
-			if tr.Sender() == s {
-				return mid
-			}
-		}
-		return ""
-	}
 	for _, sub := range p.unannounced {
-		sub.mid = midOf(sub.sender)
+		sub.mid = sub.tr.Mid()
 		t := sub.track()
 		p.emit(func(s Signaler) { s.TrackPublished(t) })
 	}
@@ -395,16 +382,30 @@ func (p *Participant) subscribeLocked(pubs []*publication) {
 		if p.closed || pub.closed.Load() || p.subs[pub] != nil {
 			continue
 		}
-		sender, err := p.pc.AddTrack(pub.local)
+		tr, sender, err := p.addSender(pub.local)
 		if err != nil {
 			p.log.Error("rtc: subscribe", "publisher_id", pub.publisher.id, "source", pub.source, "err", err)
 			continue
 		}
-		sub := &subscription{pub: pub, sender: sender}
+		sub := &subscription{pub: pub, tr: tr, sender: sender}
 		p.subs[pub] = sub
 		p.unannounced = append(p.unannounced, sub)
 		p.goroutine(func() { p.feedback(sub) })
 	}
+}
+
+// addSender sends track on a new transceiver of its own. Not
+// PeerConnection.AddTrack: it would also take a receive slot, since Pion does
+// not record the direction an answer gave the offerer's transceivers. Nor a
+// transceiver whose track was removed: Pion, as the answerer, stops the
+// receiver of an m-section that went inactive and cannot start it again. So
+// m-sections accumulate over a call, as inactive ones after their tracks go.
+func (p *Participant) addSender(track webrtc.TrackLocal) (*webrtc.RTPTransceiver, *webrtc.RTPSender, error) {
+	tr, err := p.pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		return nil, nil, err
+	}
+	return tr, tr.Sender(), nil
 }
 
 // unsubscribe stops forwarding pubs to p.

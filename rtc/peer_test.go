@@ -141,8 +141,8 @@ type client struct {
 	closedErr  error
 	closed     bool
 	pending    []webrtc.ICECandidateInit
-	candidates []string // the SFU's, as received
-	dropped    int      // offers dropped while deaf
+	candidates []string               // the SFU's, as received
+	dropped    int                    // offers dropped while deaf
 	remoteSSRC map[string]webrtc.SSRC // of received tracks, by track id
 
 	sending map[rtc.Source]*atomic.Bool
@@ -330,6 +330,13 @@ func (c *client) waitReceiving(from string, n int, srcs ...rtc.Source) {
 			tr, ok := c.trackFromLocked(from, src)
 			return ok && c.received[tr.TrackID] >= n
 		})
+		c.mu.Lock()
+		tr, _ := c.trackFromLocked(from, src)
+		slots := c.offers[0].SendMIDs
+		c.mu.Unlock()
+		if _, ok := slots[tr.MID]; ok || tr.MID == "" {
+			c.t.Errorf("%s: %s's %s arrives on mid %q, want a mid apart from the send slots %v", c.id, from, src, tr.MID, slots)
+		}
 	}
 }
 
