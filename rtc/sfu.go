@@ -205,7 +205,8 @@ func (s *SFU) removeRoom(r *Room) {
 
 // Close closes every room (their participants' Signalers get Closed with
 // ErrClosed), waits for every goroutine the SFU started, and releases the
-// shared UDP socket.
+// shared UDP socket. It waits for Signaler calls in progress, so a Signaler
+// must not call it.
 func (s *SFU) Close() error {
 	s.mu.Lock()
 	if s.closed {
