@@ -92,7 +92,7 @@ type Signaler interface {
 	// before the offer that adds the track.
 	TrackPublished(Track)
 	// TrackUnpublished announces that a track this participant received is
-	// gone. Its MID may be reused in a later offer.
+	// gone; the next offer makes its m-section inactive.
 	TrackUnpublished(Track)
 	// MuteChanged announces that a publisher muted or unmuted a source.
 	MuteChanged(participantID string, source Source, muted bool)
