@@ -31,6 +31,7 @@ type committer struct {
 	logger   *slog.Logger
 	metrics  *metrics // nil: none
 	maxBatch int
+	kinds    kindCache
 
 	queue   chan *pendingSend
 	stop    chan struct{} // closed by Close: workers exit
@@ -143,7 +144,7 @@ func (c *committer) commit(sends []*pendingSend) {
 	var err error
 	for attempt := range commitAttempts {
 		b = &appendBatch{sends: sends}
-		err = c.db.Tx(ctx, func(q *db.Queries) error { return b.apply(ctx, q, attempt > 0) })
+		err = c.db.Pipelined(ctx, func(tx *db.PipelineTx) error { return b.apply(ctx, tx, &c.kinds, attempt > 0) })
 		// A stored retry passed the rules, or another batch (another worker
 		// or node) stored a retry of one of ours: run again, looking first.
 		if !db.IsUniqueViolation(err, "messages_sender_id_client_msg_id_key") {
@@ -201,14 +202,14 @@ type appendBatch struct {
 // looks them up only among the messages the rules refuse, unless lookFirst:
 // a stored retry that passes the rules fails the insert on its client
 // message id, and the committer runs the batch again with lookFirst.
-func (b *appendBatch) apply(ctx context.Context, q *db.Queries, lookFirst bool) error {
+func (b *appendBatch) apply(ctx context.Context, tx *db.PipelineTx, kinds *kindCache, lookFirst bool) error {
 	b.results = make([]sendResult, len(b.sends))
 	b.events = nil
 
 	stored := map[sendKey]db.Message{}
 	if lookFirst {
 		var err error
-		if stored, err = findStored(ctx, q, b.sends); err != nil {
+		if stored, err = findStored(ctx, tx.Queries(), b.sends); err != nil {
 			return err
 		}
 	}
@@ -238,26 +239,51 @@ func (b *appendBatch) apply(ctx context.Context, q *db.Queries, lookFirst bool) 
 	}
 
 	// Lock the conversations, then check every message against them in
-	// queue order, allocating seqs as messages pass.
-	locked, err := q.LockConversations(ctx, convIDs)
-	if err != nil {
-		return fmt.Errorf("lock conversations: %w", err)
-	}
-	convs := make(map[string]*conversationState, len(locked))
+	// queue order, allocating seqs as messages pass. The lock and the reads
+	// of the members go in one round trip with the transaction's BEGIN: the
+	// reads run after the lock is held, each statement with a snapshot of
+	// its own, so they see every change committed before it. A
+	// conversation's kind never changes, so the reads choose by the kinds
+	// seen before; one not seen yet is read the direct way, which serves
+	// every kind.
 	var groupIDs, otherIDs []string
-	for _, c := range locked {
-		convs[c.ID] = &conversationState{kind: c.Kind, lastSeq: c.LastSeq}
-		if c.Kind == kindGroup {
-			groupIDs = append(groupIDs, c.ID)
+	for _, id := range convIDs {
+		if kinds.get(id) == kindGroup {
+			groupIDs = append(groupIDs, id)
 		} else {
-			otherIDs = append(otherIDs, c.ID)
+			otherIDs = append(otherIDs, id)
 		}
 	}
-	members, err := listMembersForAppend(ctx, q, otherIDs, groupIDs)
-	if err != nil {
+	var (
+		locked        []db.LockConversationsRow
+		others        []db.ListMembersForAppendRow
+		groupsMembers []db.ListGroupMembersForAppendRow
+	)
+	steps := []func(*db.Queries) error{func(q *db.Queries) (err error) {
+		locked, err = q.LockConversations(ctx, convIDs)
 		return err
+	}}
+	if len(otherIDs) > 0 {
+		steps = append(steps, func(q *db.Queries) (err error) {
+			others, err = q.ListMembersForAppend(ctx, otherIDs)
+			return err
+		})
 	}
-	for _, m := range members {
+	if len(groupIDs) > 0 {
+		steps = append(steps, func(q *db.Queries) (err error) {
+			groupsMembers, err = q.ListGroupMembersForAppend(ctx, groupIDs)
+			return err
+		})
+	}
+	if err := tx.Run(ctx, false, steps...); err != nil {
+		return fmt.Errorf("lock conversations and read members: %w", err)
+	}
+	convs := make(map[string]*conversationState, len(locked))
+	for _, c := range locked {
+		convs[c.ID] = &conversationState{kind: c.Kind, lastSeq: c.LastSeq}
+		kinds.put(c.ID, c.Kind)
+	}
+	for _, m := range append(others, groupRows(groupsMembers)...) {
 		if cs := convs[m.ConversationID]; cs != nil {
 			cs.members = append(cs.members, m)
 		}
@@ -283,7 +309,7 @@ func (b *appendBatch) apply(ctx context.Context, q *db.Queries, lookFirst bool) 
 		w.add(i, p, cs.lastSeq)
 	}
 	if !lookFirst && len(refused) > 0 {
-		found, err := findStored(ctx, q, refused)
+		found, err := findStored(ctx, tx.Queries(), refused)
 		if err != nil {
 			return err
 		}
@@ -303,14 +329,17 @@ func (b *appendBatch) apply(ctx context.Context, q *db.Queries, lookFirst bool) 
 			w.params.ConvLastSeqs = append(w.params.ConvLastSeqs, cs.lastSeq)
 		}
 	}
-	rows, err := q.AppendMessages(ctx, w.params)
-	if err != nil {
-		return fmt.Errorf("append messages: %w", err)
-	}
+	// The writes and the commit go in one round trip.
+	var rows []db.Message
+	steps = []func(*db.Queries) error{func(q *db.Queries) (err error) {
+		rows, err = q.AppendMessages(ctx, w.params)
+		return err
+	}}
 	if len(w.media.MediaIds) > 0 {
-		if err := q.InsertMessageMedia(ctx, w.media); err != nil {
-			return fmt.Errorf("record message media: %w", err)
-		}
+		steps = append(steps, func(q *db.Queries) error { return q.InsertMessageMedia(ctx, w.media) })
+	}
+	if err := tx.Run(ctx, true, steps...); err != nil {
+		return fmt.Errorf("append messages: %w", err)
 	}
 	bySeq := make(map[string]map[int64]db.Message, len(convIDs))
 	for _, r := range rows {
@@ -342,30 +371,44 @@ func (b *appendBatch) apply(ctx context.Context, q *db.Queries, lookFirst bool) 
 	return nil
 }
 
-// listMembersForAppend reads the members a batch checks its messages
-// against: those of groups without the probes only direct conversations need.
-func listMembersForAppend(ctx context.Context, q *db.Queries, otherIDs, groupIDs []string) ([]db.ListMembersForAppendRow, error) {
-	var members []db.ListMembersForAppendRow
-	if len(otherIDs) > 0 {
-		var err error
-		if members, err = q.ListMembersForAppend(ctx, otherIDs); err != nil {
-			return nil, fmt.Errorf("list members: %w", err)
-		}
+// groupRows converts group members to the rows admit reads; the probes
+// only direct conversations need stay empty.
+func groupRows(rows []db.ListGroupMembersForAppendRow) []db.ListMembersForAppendRow {
+	out := make([]db.ListMembersForAppendRow, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, db.ListMembersForAppendRow{
+			ConversationID: r.ConversationID, UserID: r.UserID, JoinedSeq: r.JoinedSeq, ClearedSeq: r.ClearedSeq,
+			SentCount: r.SentCount, LeftSeq: r.LeftSeq, Role: r.Role, MuteUntil: r.MuteUntil,
+			MuteAll: r.MuteAll, DissolvedAt: r.DissolvedAt,
+		})
 	}
-	if len(groupIDs) > 0 {
-		rows, err := q.ListGroupMembersForAppend(ctx, groupIDs)
-		if err != nil {
-			return nil, fmt.Errorf("list group members: %w", err)
-		}
-		for _, r := range rows {
-			members = append(members, db.ListMembersForAppendRow{
-				ConversationID: r.ConversationID, UserID: r.UserID, JoinedSeq: r.JoinedSeq, ClearedSeq: r.ClearedSeq,
-				SentCount: r.SentCount, LeftSeq: r.LeftSeq, Role: r.Role, MuteUntil: r.MuteUntil,
-				MuteAll: r.MuteAll, DissolvedAt: r.DissolvedAt,
-			})
-		}
+	return out
+}
+
+// kindCache remembers the kinds of conversations batches have locked; a
+// conversation's kind never changes.
+type kindCache struct {
+	mu    sync.Mutex
+	kinds map[string]int16
+}
+
+// maxCachedKinds bounds the cache at a few megabytes.
+const maxCachedKinds = 100_000
+
+// get returns the kind of conversation id, or 0 when it is not known.
+func (c *kindCache) get(id string) int16 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.kinds[id]
+}
+
+func (c *kindCache) put(id string, kind int16) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.kinds == nil || len(c.kinds) >= maxCachedKinds {
+		c.kinds = make(map[string]int16)
 	}
-	return members, nil
+	c.kinds[id] = kind
 }
 
 // findStored returns the stored messages among sends, by sender and client
