@@ -19,6 +19,35 @@ func (q *Queries) AnswerCallRow(ctx context.Context, id string) error {
 	return err
 }
 
+const conversationKinds = `-- name: ConversationKinds :many
+SELECT id, kind FROM conversations WHERE id = ANY($1::uuid[])
+`
+
+type ConversationKindsRow struct {
+	ID   string
+	Kind int16
+}
+
+func (q *Queries) ConversationKinds(ctx context.Context, ids []string) ([]ConversationKindsRow, error) {
+	rows, err := q.db.Query(ctx, conversationKinds, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ConversationKindsRow{}
+	for rows.Next() {
+		var i ConversationKindsRow
+		if err := rows.Scan(&i.ID, &i.Kind); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const endCall = `-- name: EndCall :one
 UPDATE calls SET state = 3, outcome = $1, ended_at = now() WHERE id = $2 RETURNING id, conversation_id, kind, state, outcome, initiator_id, started_at, answered_at, ended_at
 `
@@ -128,6 +157,22 @@ func (q *Queries) InsertCall(ctx context.Context, arg InsertCallParams) (Call, e
 	return i, err
 }
 
+const insertCallInvitees = `-- name: InsertCallInvitees :exec
+INSERT INTO call_participants (call_id, user_id, state, started_at)
+SELECT $1, u, 1, $2 FROM unnest($3::uuid[]) AS u
+`
+
+type InsertCallInviteesParams struct {
+	CallID    string
+	StartedAt time.Time
+	UserIds   []string
+}
+
+func (q *Queries) InsertCallInvitees(ctx context.Context, arg InsertCallInviteesParams) error {
+	_, err := q.db.Exec(ctx, insertCallInvitees, arg.CallID, arg.StartedAt, arg.UserIds)
+	return err
+}
+
 const insertCallParticipant = `-- name: InsertCallParticipant :exec
 INSERT INTO call_participants (call_id, user_id, state, started_at, joined_at)
 VALUES ($1, $2, $3, $4, CASE WHEN $5::boolean THEN now() END)
@@ -205,6 +250,38 @@ func (q *Queries) ListCallParticipantsOf(ctx context.Context, ids []string) ([]C
 			&i.JoinedAt,
 			&i.LeftAt,
 		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listRinging = `-- name: ListRinging :many
+SELECT id, EXTRACT(EPOCH FROM started_at + make_interval(secs => $1::float8) - now())::float8 AS remaining_seconds
+FROM calls WHERE state = 1
+`
+
+type ListRingingRow struct {
+	ID               string
+	RemainingSeconds float64
+}
+
+// ListRinging returns every ringing call with the seconds it has left to
+// ring (negative when it rang past its time), for a node that starts.
+func (q *Queries) ListRinging(ctx context.Context, timeoutSeconds float64) ([]ListRingingRow, error) {
+	rows, err := q.db.Query(ctx, listRinging, timeoutSeconds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListRingingRow{}
+	for rows.Next() {
+		var i ListRingingRow
+		if err := rows.Scan(&i.ID, &i.RemainingSeconds); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

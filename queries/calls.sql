@@ -56,3 +56,16 @@ WHERE p.user_id = @user_id
   AND (sqlc.narg(before_started)::timestamptz IS NULL OR (p.started_at, p.call_id) < (sqlc.narg(before_started)::timestamptz, sqlc.narg(before_id)::uuid))
 ORDER BY p.started_at DESC, p.call_id DESC
 LIMIT @max_rows;
+
+-- ListRinging returns every ringing call with the seconds it has left to
+-- ring (negative when it rang past its time), for a node that starts.
+-- name: ListRinging :many
+SELECT id, EXTRACT(EPOCH FROM started_at + make_interval(secs => @timeout_seconds::float8) - now())::float8 AS remaining_seconds
+FROM calls WHERE state = 1;
+
+-- name: InsertCallInvitees :exec
+INSERT INTO call_participants (call_id, user_id, state, started_at)
+SELECT @call_id, u, 1, @started_at FROM unnest(@user_ids::uuid[]) AS u;
+
+-- name: ConversationKinds :many
+SELECT id, kind FROM conversations WHERE id = ANY(@ids::uuid[]);

@@ -102,6 +102,17 @@ var (
 	errUploadSize        = errors.New("the uploaded bytes are not the declared size_bytes; create a new upload")
 	errUploadChecksum    = errors.New("the uploaded bytes do not match the declared sha256; create a new upload")
 	errImageUndecodable  = errors.New("the uploaded image cannot be decoded; create a new upload")
+
+	// Calls.
+	errCallNotFound   = errors.New("call not found")
+	errCallInProgress = errors.New("a call is already in progress in this conversation; join it with AnswerCall")
+	errInAnotherCall  = errors.New("you are already in another call; hang up first")
+	errCalleeBusy     = errors.New("busy: the user you are calling is in another call")
+	errCallEnded      = errors.New("the call has ended")
+	errCallNotRinging = errors.New("the call is no longer ringing")
+	errAlreadyInCall  = errors.New("you are already in this call, perhaps on another device")
+	errCallFull       = errors.New("the call is full")
+	errNotInvited     = errors.New("you are not being rung for this call")
 )
 
 var errorCodes = map[error]connect.Code{
@@ -179,6 +190,16 @@ var errorCodes = map[error]connect.Code{
 	errUploadSize:        connect.CodeFailedPrecondition,
 	errUploadChecksum:    connect.CodeFailedPrecondition,
 	errImageUndecodable:  connect.CodeFailedPrecondition,
+
+	errCallNotFound:   connect.CodeNotFound,
+	errCallInProgress: connect.CodeAlreadyExists,
+	errInAnotherCall:  connect.CodeFailedPrecondition,
+	errCalleeBusy:     connect.CodeFailedPrecondition,
+	errCallEnded:      connect.CodeFailedPrecondition,
+	errCallNotRinging: connect.CodeFailedPrecondition,
+	errAlreadyInCall:  connect.CodeFailedPrecondition,
+	errCallFull:       connect.CodeResourceExhausted,
+	errNotInvited:     connect.CodeFailedPrecondition,
 }
 
 // toConnectError maps err to what the client sees. A *connect.Error passes

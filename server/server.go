@@ -74,6 +74,11 @@ type Config struct {
 	MaxGroupMembers int
 	// Media is where uploads go and what they may be.
 	Media MediaConfig
+	// CallRingTimeout is how long a call rings unanswered before it ends
+	// as missed.
+	CallRingTimeout time.Duration
+	// ICE are the STUN and TURN servers handed to callers.
+	ICE ICEConfig
 }
 
 // DefaultConfig returns the production configuration.
@@ -98,6 +103,8 @@ func DefaultConfig() Config {
 		RedisChannel:       "parley:events",
 		MaxGroupMembers:    500,
 		Media:              DefaultMediaConfig(),
+		CallRingTimeout:    45 * time.Second,
+		ICE:                ICEConfig{TURNTTL: 12 * time.Hour},
 	}
 }
 
@@ -112,6 +119,7 @@ type Server struct {
 	groups  *groupsService
 	cts     *contactsService
 	media   *mediaService
+	calls   *callsService
 	local   *storage.Local // nil when media is on S3
 	sweeper *mediaSweeper
 	metrics *metrics
@@ -163,6 +171,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		groups:  newGroupsService(d, h, msgs, cfg),
 		cts:     newContactsService(d, h, msgs, cfg),
 		media:   newMediaService(d, store, cfg.Media, logger),
+		calls:   newCallsService(d, h, cfg, logger),
 		local:   local,
 		sweeper: newMediaSweeper(d, store, cfg.Media.SweepInterval, logger),
 		pres:    pres,
@@ -174,16 +183,18 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 			parleyv1connect.GroupsServiceName:   true,
 			parleyv1connect.ContactsServiceName: true,
 			parleyv1connect.MediaServiceName:    true,
+			parleyv1connect.CallsServiceName:    true,
 		}},
 	}, nil
 }
 
 // Close stops the server's background work (the Send committers, presence,
-// the upload sweeper, the Redis relay). Call it after the HTTP server has
-// drained its requests.
+// the upload sweeper, the call ringing timers, the Redis relay). Call it
+// after the HTTP server has drained its requests.
 func (s *Server) Close() {
 	s.msgs.appends.Close()
 	s.sweeper.Close()
+	s.calls.Close()
 	s.pres.Close()
 	if s.relay != nil {
 		s.relay.Close()
@@ -232,6 +243,7 @@ func (s *Server) Handler() http.Handler {
 	handle(parleyv1connect.NewMessagesServiceHandler(s.msgs, opts...))
 	handle(parleyv1connect.NewGroupsServiceHandler(s.groups, opts...))
 	handle(parleyv1connect.NewContactsServiceHandler(s.cts, opts...))
+	handle(parleyv1connect.NewCallsServiceHandler(s.calls, opts...))
 	mediaPath, mediaHandler := parleyv1connect.NewMediaServiceHandler(s.media, opts...)
 	handle(mediaPath, withOrigin(mediaHandler))
 	if s.local != nil {
@@ -246,6 +258,7 @@ func (s *Server) Handler() http.Handler {
 		parleyv1connect.GroupsServiceName,
 		parleyv1connect.ContactsServiceName,
 		parleyv1connect.MediaServiceName,
+		parleyv1connect.CallsServiceName,
 		grpchealth.HealthV1ServiceName,
 		grpcreflect.ReflectV1ServiceName,
 		grpcreflect.ReflectV1AlphaServiceName,
