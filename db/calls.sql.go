@@ -379,9 +379,9 @@ func (q *Queries) ListUserCalls(ctx context.Context, arg ListUserCallsParams) ([
 
 const setCallParticipant = `-- name: SetCallParticipant :exec
 UPDATE call_participants
-SET state = $1,
-    joined_at = CASE WHEN $1 = 2 THEN now() ELSE joined_at END,
-    left_at = CASE WHEN $1 = 4 THEN now() ELSE left_at END
+SET state = $1::smallint,
+    joined_at = CASE WHEN $1::smallint = 2 THEN now() ELSE joined_at END,
+    left_at = CASE WHEN $1::smallint = 4 THEN now() ELSE left_at END
 WHERE call_id = $2 AND user_id = $3
 `
 

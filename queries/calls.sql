@@ -24,9 +24,9 @@ SELECT call_id FROM call_participants WHERE user_id = $1 AND state = 2;
 
 -- name: SetCallParticipant :exec
 UPDATE call_participants
-SET state = @state,
-    joined_at = CASE WHEN @state = 2 THEN now() ELSE joined_at END,
-    left_at = CASE WHEN @state = 4 THEN now() ELSE left_at END
+SET state = @state::smallint,
+    joined_at = CASE WHEN @state::smallint = 2 THEN now() ELSE joined_at END,
+    left_at = CASE WHEN @state::smallint = 4 THEN now() ELSE left_at END
 WHERE call_id = @call_id AND user_id = @user_id;
 
 -- name: AnswerCallRow :exec
