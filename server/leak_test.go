@@ -8,6 +8,7 @@ import (
 	"go.uber.org/goleak"
 
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
+	"github.com/parley-chat/parley/server"
 )
 
 // Not parallel: it runs while the parallel tests wait, so every goroutine it
@@ -33,6 +34,23 @@ func TestStreamsLeaveNoGoroutinesBehind(t *testing.T) {
 			stream.Close()
 		}
 		// Server, client and database pool close in this subtest's cleanups.
+	})
+	t.Run("ringing calls", func(t *testing.T) {
+		// One call times out, one still rings when the server closes.
+		e := newEnv(t, func(c *server.Config) { c.CallRingTimeout = 100 * time.Millisecond })
+		a, b, conv := e.pair("ring_a", "ring_b")
+		missed := startCall(t, e.calls(), a, conv, parleyv1.CallKind_CALL_KIND_AUDIO)
+		for {
+			res, err := e.calls().GetCall(b.ctx(), &parleyv1.GetCallRequest{CallId: missed.GetId()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.GetCall().GetState() == parleyv1.CallState_CALL_STATE_ENDED {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		startCall(t, e.calls(), b, conv, parleyv1.CallKind_CALL_KIND_VIDEO)
 	})
 	goleak.VerifyNone(t, ignore)
 }
