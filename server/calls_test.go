@@ -96,6 +96,17 @@ func TestCallAnsweredThenHungUpEndsWithItsDuration(t *testing.T) {
 			t.Errorf("incoming call kind %v, want video", got.GetKind())
 		}
 		untilEvent(t, alices, callEvent(call.GetId(), updated))
+		activeCall := func() string {
+			t.Helper()
+			res, err := e.msgs(opts...).GetConversation(bob.ctx(), &parleyv1.GetConversationRequest{ConversationId: conv})
+			if err != nil {
+				t.Fatalf("GetConversation: %v", err)
+			}
+			return res.GetConversation().GetActiveCallId()
+		}
+		if got := activeCall(); got != call.GetId() {
+			t.Errorf("active_call_id %q while ringing; want %s", got, call.GetId())
+		}
 
 		ans, err := calls.AnswerCall(bob.ctx(), &parleyv1.AnswerCallRequest{CallId: call.GetId()})
 		if err != nil {
@@ -128,6 +139,9 @@ func TestCallAnsweredThenHungUpEndsWithItsDuration(t *testing.T) {
 		untilEvent(t, bobs, callEvent(call.GetId(), ended))
 		if ev := untilEvent(t, bobs, func(ev *parleyv1.SubscribeResponse) bool { return ev.GetMessage() != nil }); ev[len(ev)-1].GetMessage().GetSystem().GetCallEnded().GetCallId() != call.GetId() {
 			t.Errorf("after the ended event came %v; want the CallEnded entry", ev[len(ev)-1])
+		}
+		if got := activeCall(); got != "" {
+			t.Errorf("active_call_id %q after the call ended; want none", got)
 		}
 		// Hanging up an ended call returns it unchanged.
 		again, err := calls.HangUp(bob.ctx(), &parleyv1.HangUpRequest{CallId: call.GetId()})
