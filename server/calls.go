@@ -171,15 +171,6 @@ func lockCall(ctx context.Context, q *db.Queries, callID, userID string) (*callT
 	if err != nil {
 		return nil, fmt.Errorf("lock call conversation: %w", err)
 	}
-	if userID != "" {
-		me, err := q.GetMembership(ctx, db.GetMembershipParams{ConversationID: call.ConversationID, UserID: userID})
-		if db.IsNoRows(err) || (err == nil && me.LeftSeq != nil) {
-			return nil, errCallNotFound
-		}
-		if err != nil {
-			return nil, fmt.Errorf("get membership: %w", err)
-		}
-	}
 	// Read again under the lock: the call may have changed while we waited.
 	if call, err = q.GetCall(ctx, callID); err != nil {
 		return nil, fmt.Errorf("get call: %w", err)
@@ -187,6 +178,18 @@ func lockCall(ctx context.Context, q *db.Queries, callID, userID string) (*callT
 	ct := &callTx{q: q, conv: conv, call: call}
 	if ct.parts, err = q.ListCallParticipants(ctx, callID); err != nil {
 		return nil, fmt.Errorf("list call participants: %w", err)
+	}
+	if userID != "" {
+		me, err := q.GetMembership(ctx, db.GetMembershipParams{ConversationID: call.ConversationID, UserID: userID})
+		if err != nil && !db.IsNoRows(err) {
+			return nil, fmt.Errorf("get membership: %w", err)
+		}
+		// A member who left the group during the call may still hang up:
+		// nothing else takes them out of it.
+		p, inCall := ct.participant(userID)
+		if (err != nil || me.LeftSeq != nil) && !(inCall && p.State == partJoined) {
+			return nil, errCallNotFound
+		}
 	}
 	return ct, nil
 }

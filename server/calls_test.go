@@ -433,9 +433,22 @@ func TestCallInAGroup(t *testing.T) {
 		}
 	}
 
+	// A participant who leaves the group during a call can still hang up,
+	// and is then free for other calls.
+	call = startCall(t, calls, ann, g.GetId(), parleyv1.CallKind_CALL_KIND_AUDIO)
+	answer(ben)
+	_, err = ge.g.LeaveGroup(ben.ctx(), &parleyv1.LeaveGroupRequest{GroupId: g.GetId()})
+	ge.must(t, "LeaveGroup", err)
+	if got := hangUp(ben); participantState(got, ben.user.GetId()) != parleyv1.CallParticipantState_CALL_PARTICIPANT_STATE_LEFT {
+		t.Errorf("ben hanging up after leaving the group: %v; want him left", got)
+	}
+	_, err = calls.GetCall(ben.ctx(), &parleyv1.GetCallRequest{CallId: call.GetId()})
+	wantCode(t, err, connect.CodeNotFound)
+	hangUp(ann)
+
 	// A group call everyone rung declines ends as declined.
 	call = startCall(t, calls, ann, g.GetId(), parleyv1.CallKind_CALL_KIND_VIDEO)
-	for _, who := range []account{owner, ben, cat} {
+	for _, who := range []account{owner, cat} {
 		_, err := calls.DeclineCall(who.ctx(), &parleyv1.DeclineCallRequest{CallId: call.GetId()})
 		ge.must(t, "DeclineCall", err)
 	}
