@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -20,6 +21,7 @@ import (
 	"github.com/parley-chat/parley/db"
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
 	"github.com/parley-chat/parley/gen/go/parley/v1/parleyv1connect"
+	"github.com/parley-chat/parley/rtc"
 )
 
 // Call and participant states as stored in calls.state and
@@ -73,25 +75,40 @@ type callsService struct {
 	logger *slog.Logger
 	ringer *ringer
 	starts *keyedLimiter
+	sfu    *rtc.SFU
+
+	mu      sync.Mutex
+	streams map[string]*signalStream // Signals streams on this node, by streamKey
 }
 
-func newCallsService(d *db.DB, h *hub, cfg Config, logger *slog.Logger) *callsService {
+func newCallsService(d *db.DB, h *hub, cfg Config, logger *slog.Logger) (*callsService, error) {
+	sfu, err := rtc.New(cfg.RTC, logger.With("component", "sfu"))
+	if err != nil {
+		return nil, err
+	}
 	s := &callsService{
-		db:     d,
-		hub:    h,
-		cfg:    cfg,
-		logger: logger.With("component", "calls"),
+		sfu:     sfu,
+		streams: make(map[string]*signalStream),
+		db:      d,
+		hub:     h,
+		cfg:     cfg,
+		logger:  logger.With("component", "calls"),
 		// Every call rings every member: a client in a loop must not ring
 		// a group thousands of times.
 		starts: newKeyedLimiter(Rate{Burst: 30, Per: 10 * time.Minute}, 100_000),
 	}
 	s.ringer = newRinger(s.expire, s.logger)
 	s.ringer.run(s.resumeRinging)
-	return s
+	return s, nil
 }
 
-// Close stops the ringing timers.
-func (s *callsService) Close() { s.ringer.Close() }
+// Close stops the ringing timers and the media server.
+func (s *callsService) Close() {
+	s.ringer.Close()
+	if err := s.sfu.Close(); err != nil {
+		s.logger.Error("close the media server", "error", err)
+	}
+}
 
 func (s *callsService) timeoutSeconds() float64 { return s.cfg.CallRingTimeout.Seconds() }
 
@@ -310,6 +327,7 @@ func (s *callsService) publish(ct *callTx) {
 		s.ringer.stop(ct.call.ID)
 	}
 	call := callToProto(ct.call, ct.parts, ct.conv.Kind)
+	s.signalChange(call)
 	if ct.ended != nil {
 		s.hub.publishAll([]hubEvent{
 			{users: ct.to, ev: callEvent(&parleyv1.CallEvent{Change: &parleyv1.CallEvent_Ended{Ended: call}})},

@@ -23,6 +23,7 @@ import (
 
 	"github.com/parley-chat/parley/db"
 	"github.com/parley-chat/parley/gen/go/parley/v1/parleyv1connect"
+	"github.com/parley-chat/parley/rtc"
 	"github.com/parley-chat/parley/storage"
 )
 
@@ -79,6 +80,8 @@ type Config struct {
 	CallRingTimeout time.Duration
 	// ICE are the STUN and TURN servers handed to callers.
 	ICE ICEConfig
+	// RTC is the media server's networking and room limits.
+	RTC rtc.Config
 }
 
 // DefaultConfig returns the production configuration.
@@ -158,6 +161,13 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		}
 		return nil, err
 	}
+	calls, err := newCallsService(d, h, cfg, logger)
+	if err != nil {
+		if h.relay != nil {
+			h.relay.Close()
+		}
+		return nil, err
+	}
 	pres := newPresence(d, h, h.relay, logger)
 	msgs := newMessagesService(d, h, toks, pres, newCommitter(d, h, m, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg)
 	return &Server{
@@ -171,7 +181,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		groups:  newGroupsService(d, h, msgs, cfg),
 		cts:     newContactsService(d, h, msgs, cfg),
 		media:   newMediaService(d, store, cfg.Media, logger),
-		calls:   newCallsService(d, h, cfg, logger),
+		calls:   calls,
 		local:   local,
 		sweeper: newMediaSweeper(d, store, cfg.Media.SweepInterval, logger),
 		pres:    pres,
