@@ -74,6 +74,7 @@ type callsService struct {
 	cfg    Config
 	logger *slog.Logger
 	ringer *ringer
+	grace  *ringer // by streamKey: participants whose Signals stream dropped
 	starts *keyedLimiter
 	sfu    *rtc.SFU
 
@@ -98,6 +99,7 @@ func newCallsService(d *db.DB, h *hub, cfg Config, logger *slog.Logger) (*callsS
 		starts: newKeyedLimiter(Rate{Burst: 30, Per: 10 * time.Minute}, 100_000),
 	}
 	s.ringer = newRinger(s.expire, s.logger)
+	s.grace = newRinger(s.leaveAfterGrace, s.logger)
 	s.ringer.run(s.resumeRinging)
 	return s, nil
 }
@@ -105,6 +107,7 @@ func newCallsService(d *db.DB, h *hub, cfg Config, logger *slog.Logger) (*callsS
 // Close stops the ringing timers and the media server.
 func (s *callsService) Close() {
 	s.ringer.Close()
+	s.grace.Close()
 	if err := s.sfu.Close(); err != nil {
 		s.logger.Error("close the media server", "error", err)
 	}
@@ -565,11 +568,20 @@ func (s *callsService) HangUp(ctx context.Context, req *parleyv1.HangUpRequest) 
 	if err != nil {
 		return nil, err
 	}
-	ct, err := s.change(ctx, req.GetCallId(), c.UserID, func(ct *callTx) error {
-		if me, ok := ct.participant(c.UserID); !ok || me.State != partJoined || ct.call.State == callEnded {
+	ct, err := s.leave(ctx, req.GetCallId(), c.UserID)
+	if err != nil {
+		return nil, err
+	}
+	return &parleyv1.HangUpResponse{Call: callToProto(ct.call, ct.parts, ct.conv.Kind)}, nil
+}
+
+// leave takes userID out of a call, ending it when that leaves it empty.
+func (s *callsService) leave(ctx context.Context, callID, userID string) (*callTx, error) {
+	return s.change(ctx, callID, userID, func(ct *callTx) error {
+		if me, ok := ct.participant(userID); !ok || me.State != partJoined || ct.call.State == callEnded {
 			return nil // already out: unchanged
 		}
-		if err := ct.set(ctx, c.UserID, partLeft); err != nil {
+		if err := ct.set(ctx, userID, partLeft); err != nil {
 			return err
 		}
 		switch {
@@ -580,10 +592,15 @@ func (s *callsService) HangUp(ctx context.Context, req *parleyv1.HangUpRequest) 
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
+}
+
+// leaveAfterGrace is the grace timer of a Signals stream that dropped: its
+// participant, who did not open another in time, leaves the call.
+func (s *callsService) leaveAfterGrace(ctx context.Context, key string) {
+	callID, userID, _ := strings.Cut(key, "/")
+	if _, err := s.leave(ctx, callID, userID); err != nil && ctx.Err() == nil && !errors.Is(err, errCallNotFound) {
+		s.logger.ErrorContext(ctx, "leave a call after its stream dropped", "call_id", callID, "user_id", userID, "error", err)
 	}
-	return &parleyv1.HangUpResponse{Call: callToProto(ct.call, ct.parts, ct.conv.Kind)}, nil
 }
 
 // GetIceServers returns the STUN and TURN servers with fresh credentials.

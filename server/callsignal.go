@@ -173,12 +173,19 @@ func (s *callsService) Signals(ctx context.Context, req *parleyv1.SignalsRequest
 			op.Leave()
 		}
 	}
+	s.grace.stop(key)
 	defer func() {
 		s.mu.Lock()
-		if s.streams[key] == ss {
+		last := s.streams[key] == ss
+		if last {
 			delete(s.streams, key)
 		}
 		s.mu.Unlock()
+		if last && ctx.Err() != nil {
+			// The client went away without hanging up: it has a while to
+			// open Signals again before it counts as having left.
+			s.grace.start(key, s.cfg.SignalsGrace)
+		}
 	}()
 	s.mu.Lock()
 	p, err := room.Join(c.UserID, ss)

@@ -245,3 +245,45 @@ func TestCallSignalsCarryMediaBetweenPeers(t *testing.T) {
 		}
 	}
 }
+
+func TestCallParticipantWhoseSignalsDropLeavesAfterTheGrace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *server.Config) {
+		c.RTC = rtc.Config{Loopback: true, UDPAddr: "127.0.0.1:0"}
+		c.SignalsGrace = 300 * time.Millisecond
+	})
+	calls := e.calls()
+	alice, bob, conv := e.pair("alice", "bob")
+	call := startCall(t, calls, alice, conv, parleyv1.CallKind_CALL_KIND_AUDIO)
+	if _, err := calls.AnswerCall(bob.ctx(), &parleyv1.AnswerCallRequest{CallId: call.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	// Bob's stream drops and comes back within the grace: he stays.
+	newPeer(t, calls, bob, call.GetId()).close()
+	newPeer(t, calls, bob, call.GetId())
+	a := newPeer(t, calls, alice, call.GetId())
+	time.Sleep(500 * time.Millisecond)
+	res, err := calls.GetCall(alice.ctx(), &parleyv1.GetCallRequest{CallId: call.GetId()})
+	if err != nil || res.GetCall().GetState() != parleyv1.CallState_CALL_STATE_ACTIVE {
+		t.Fatalf("after bob reopened Signals: %v, %v; want the call active", res.GetCall(), err)
+	}
+	// Alice's drops for good: after the grace she has left, which ends the call.
+	a.close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		res, err := calls.GetCall(bob.ctx(), &parleyv1.GetCallRequest{CallId: call.GetId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.GetCall(); got.GetState() == parleyv1.CallState_CALL_STATE_ENDED {
+			if got.GetOutcome() != parleyv1.CallOutcome_CALL_OUTCOME_COMPLETED ||
+				participantState(got, alice.user.GetId()) != parleyv1.CallParticipantState_CALL_PARTICIPANT_STATE_LEFT {
+				t.Errorf("ended call %v; want completed with alice left", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the call is still on after alice's stream dropped")
+		}
+	}
+	wantCallEnded(t, e, bob, conv, call.GetId(), parleyv1.CallOutcome_CALL_OUTCOME_COMPLETED)
+}

@@ -78,6 +78,9 @@ type Config struct {
 	// CallRingTimeout is how long a call rings unanswered before it ends
 	// as missed.
 	CallRingTimeout time.Duration
+	// SignalsGrace is how long a call participant whose Signals stream
+	// dropped may take to open it again before they count as having left.
+	SignalsGrace time.Duration
 	// ICE are the STUN and TURN servers handed to callers.
 	ICE ICEConfig
 	// RTC is the media server's networking and room limits.
@@ -107,6 +110,7 @@ func DefaultConfig() Config {
 		MaxGroupMembers:    500,
 		Media:              DefaultMediaConfig(),
 		CallRingTimeout:    45 * time.Second,
+		SignalsGrace:       30 * time.Second,
 		ICE:                ICEConfig{TURNTTL: 12 * time.Hour},
 	}
 }

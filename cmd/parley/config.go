@@ -130,6 +130,12 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.string(&turnURLs, "turn-urls", "PARLEY_TURN_URLS", "", "comma-separated TURN server URLs handed to callers (turn:host:3478?transport=udp)")
 	e.string(&c.server.ICE.TURNSecret, "turn-secret", "PARLEY_TURN_SECRET", "", "secret shared with the TURN server for time-limited credentials (coturn's static-auth-secret)")
 	e.duration(&c.server.ICE.TURNTTL, "turn-ttl", "PARLEY_TURN_TTL", def.ICE.TURNTTL, "how long a TURN credential works")
+	var publicIPs string
+	var portMin, portMax uint
+	e.string(&c.server.RTC.UDPAddr, "rtc-udp-addr", "PARLEY_RTC_UDP_ADDR", "", "one UDP address (such as :3478) shared by every call's media (ICE UDP mux); empty: a port per peer")
+	e.uint(&portMin, "rtc-udp-port-min", "PARLEY_RTC_UDP_PORT_MIN", 0, "lowest UDP port for call media without -rtc-udp-addr (0: any)")
+	e.uint(&portMax, "rtc-udp-port-max", "PARLEY_RTC_UDP_PORT_MAX", 0, "highest UDP port for call media without -rtc-udp-addr (0: any)")
+	e.string(&publicIPs, "rtc-public-ips", "PARLEY_RTC_PUBLIC_IPS", "", "comma-separated public IPs to advertise for call media (NAT 1:1)")
 	m := &c.server.Media
 	var imageTypes, voiceTypes, videoTypes, fileTypes string
 	e.string(&m.Dir, "media-dir", "PARLEY_MEDIA_DIR", "", "directory of the local media store (empty: <data-dir>/media)")
@@ -193,6 +199,12 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	}
 	c.server.CORSOrigins = list(cors)
 	c.server.ICE.STUNURLs, c.server.ICE.TURNURLs = list(stunURLs), list(turnURLs)
+	c.server.SignalsGrace = def.SignalsGrace
+	c.server.RTC.PublicIPs = list(publicIPs)
+	if (portMin == 0) != (portMax == 0) || portMin > portMax || portMax > 65535 {
+		return c, fmt.Errorf("set both PARLEY_RTC_UDP_PORT_MIN and PARLEY_RTC_UDP_PORT_MAX, lowest first, or neither")
+	}
+	c.server.RTC.UDPPortMin, c.server.RTC.UDPPortMax = uint16(portMin), uint16(portMax)
 	if c.server.CallRingTimeout <= 0 {
 		return c, fmt.Errorf("PARLEY_CALL_RING_TIMEOUT must be positive")
 	}

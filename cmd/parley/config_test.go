@@ -67,6 +67,9 @@ func TestConfigReadsCallSettings(t *testing.T) {
 		"PARLEY_TURN_URLS":         "turn:a.example.com:3478?transport=udp",
 		"PARLEY_TURN_SECRET":       "s3cret",
 		"PARLEY_TURN_TTL":          "2h",
+		"PARLEY_RTC_UDP_PORT_MIN":  "50000",
+		"PARLEY_RTC_UDP_PORT_MAX":  "50100",
+		"PARLEY_RTC_PUBLIC_IPS":    "203.0.113.7",
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -84,16 +87,20 @@ func TestConfigReadsCallSettings(t *testing.T) {
 	if !slices.Equal(ice.STUNURLs, want.STUNURLs) || !slices.Equal(ice.TURNURLs, want.TURNURLs) || ice.TURNSecret != want.TURNSecret || ice.TURNTTL != want.TURNTTL {
 		t.Errorf("got ICE %+v, want %+v", ice, want)
 	}
+	if r := c.server.RTC; r.UDPPortMin != 50000 || r.UDPPortMax != 50100 || !slices.Equal(r.PublicIPs, []string{"203.0.113.7"}) {
+		t.Errorf("got media networking %+v", r)
+	}
 	def, err := parseConfig("serve", nil, envFrom(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if def.server.CallRingTimeout != 45*time.Second {
-		t.Errorf("default ring timeout %v, want 45s", def.server.CallRingTimeout)
+	if def.server.CallRingTimeout != 45*time.Second || def.server.SignalsGrace != 30*time.Second {
+		t.Errorf("default ring timeout %v and Signals grace %v, want 45s and 30s", def.server.CallRingTimeout, def.server.SignalsGrace)
 	}
 	for name, env := range map[string]map[string]string{
 		"TURN without a secret": {"PARLEY_TURN_URLS": "turn:a.example.com:3478"},
 		"a zero ring timeout":   {"PARLEY_CALL_RING_TIMEOUT": "0s"},
+		"half a port range":     {"PARLEY_RTC_UDP_PORT_MIN": "50000"},
 	} {
 		if _, err := parseConfig("serve", nil, envFrom(env), io.Discard); err == nil {
 			t.Errorf("%s was accepted", name)
