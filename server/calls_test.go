@@ -325,6 +325,21 @@ func TestCallOutsidersAreRefused(t *testing.T) {
 			return err
 		},
 		"HangUp": func() error { _, err := calls.HangUp(mallory.ctx(), &parleyv1.HangUpRequest{CallId: id}); return err },
+		"Signal": func() error {
+			_, err := calls.Signal(mallory.ctx(), &parleyv1.SignalRequest{CallId: id, Signal: &parleyv1.SignalRequest_RestartIce{RestartIce: &parleyv1.RestartIce{}}})
+			return err
+		},
+		"Signals": func() error {
+			stream, err := calls.Signals(mallory.ctx(), &parleyv1.SignalsRequest{CallId: id})
+			if err != nil {
+				return err
+			}
+			defer stream.Close()
+			if stream.Receive() {
+				t.Errorf("an outsider's Signals got %v", stream.Msg())
+			}
+			return stream.Err()
+		},
 		"ListCalls": func() error {
 			_, err := calls.ListCalls(mallory.ctx(), &parleyv1.ListCallsRequest{ConversationId: conv})
 			return err
