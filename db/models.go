@@ -14,6 +14,27 @@ type Block struct {
 	CreatedAt time.Time
 }
 
+type Call struct {
+	ID             string
+	ConversationID string
+	Kind           int16
+	State          int16
+	Outcome        int16
+	InitiatorID    *string
+	StartedAt      time.Time
+	AnsweredAt     *time.Time
+	EndedAt        *time.Time
+}
+
+type CallParticipant struct {
+	CallID    string
+	UserID    string
+	State     int16
+	StartedAt time.Time
+	JoinedAt  *time.Time
+	LeftAt    *time.Time
+}
+
 type Contact struct {
 	UserID    string
 	ContactID string

@@ -429,6 +429,13 @@ func (s *messagesService) conversationView(ctx context.Context, m db.Membership)
 	}
 	if m.LeftSeq != nil {
 		out.Membership = parleyv1.MembershipState_MEMBERSHIP_STATE_LEFT
+	} else if m.Kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_ACCOUNT) {
+		call, err := s.db.GetActiveCall(ctx, m.ConversationID)
+		if err == nil {
+			out.ActiveCallId = call.ID
+		} else if !db.IsNoRows(err) {
+			return nil, fmt.Errorf("get active call: %w", err)
+		}
 	}
 	if out.Kind == parleyv1.ConversationKind_CONVERSATION_KIND_GROUP {
 		if err := s.groupView(ctx, m, out); err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/parley-chat/parley/db"
 	"github.com/parley-chat/parley/gen/go/parley/v1/parleyv1connect"
+	"github.com/parley-chat/parley/rtc"
 	"github.com/parley-chat/parley/storage"
 )
 
@@ -74,6 +75,16 @@ type Config struct {
 	MaxGroupMembers int
 	// Media is where uploads go and what they may be.
 	Media MediaConfig
+	// CallRingTimeout is how long a call rings unanswered before it ends
+	// as missed.
+	CallRingTimeout time.Duration
+	// SignalsGrace is how long a call participant whose Signals stream
+	// dropped may take to open it again before they count as having left.
+	SignalsGrace time.Duration
+	// ICE are the STUN and TURN servers handed to callers.
+	ICE ICEConfig
+	// RTC is the media server's networking and room limits.
+	RTC rtc.Config
 }
 
 // DefaultConfig returns the production configuration.
@@ -98,6 +109,9 @@ func DefaultConfig() Config {
 		RedisChannel:       "parley:events",
 		MaxGroupMembers:    500,
 		Media:              DefaultMediaConfig(),
+		CallRingTimeout:    45 * time.Second,
+		SignalsGrace:       30 * time.Second,
+		ICE:                ICEConfig{TURNTTL: 12 * time.Hour},
 	}
 }
 
@@ -112,6 +126,7 @@ type Server struct {
 	groups  *groupsService
 	cts     *contactsService
 	media   *mediaService
+	calls   *callsService
 	local   *storage.Local // nil when media is on S3
 	sweeper *mediaSweeper
 	metrics *metrics
@@ -150,6 +165,13 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		}
 		return nil, err
 	}
+	calls, err := newCallsService(d, h, cfg, logger)
+	if err != nil {
+		if h.relay != nil {
+			h.relay.Close()
+		}
+		return nil, err
+	}
 	pres := newPresence(d, h, h.relay, logger)
 	msgs := newMessagesService(d, h, toks, pres, newCommitter(d, h, m, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg)
 	return &Server{
@@ -163,6 +185,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		groups:  newGroupsService(d, h, msgs, cfg),
 		cts:     newContactsService(d, h, msgs, cfg),
 		media:   newMediaService(d, store, cfg.Media, logger),
+		calls:   calls,
 		local:   local,
 		sweeper: newMediaSweeper(d, store, cfg.Media.SweepInterval, logger),
 		pres:    pres,
@@ -174,16 +197,18 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 			parleyv1connect.GroupsServiceName:   true,
 			parleyv1connect.ContactsServiceName: true,
 			parleyv1connect.MediaServiceName:    true,
+			parleyv1connect.CallsServiceName:    true,
 		}},
 	}, nil
 }
 
 // Close stops the server's background work (the Send committers, presence,
-// the upload sweeper, the Redis relay). Call it after the HTTP server has
-// drained its requests.
+// the upload sweeper, the call ringing timers, the Redis relay). Call it
+// after the HTTP server has drained its requests.
 func (s *Server) Close() {
 	s.msgs.appends.Close()
 	s.sweeper.Close()
+	s.calls.Close()
 	s.pres.Close()
 	if s.relay != nil {
 		s.relay.Close()
@@ -232,6 +257,7 @@ func (s *Server) Handler() http.Handler {
 	handle(parleyv1connect.NewMessagesServiceHandler(s.msgs, opts...))
 	handle(parleyv1connect.NewGroupsServiceHandler(s.groups, opts...))
 	handle(parleyv1connect.NewContactsServiceHandler(s.cts, opts...))
+	handle(parleyv1connect.NewCallsServiceHandler(s.calls, opts...))
 	mediaPath, mediaHandler := parleyv1connect.NewMediaServiceHandler(s.media, opts...)
 	handle(mediaPath, withOrigin(mediaHandler))
 	if s.local != nil {
@@ -246,6 +272,7 @@ func (s *Server) Handler() http.Handler {
 		parleyv1connect.GroupsServiceName,
 		parleyv1connect.ContactsServiceName,
 		parleyv1connect.MediaServiceName,
+		parleyv1connect.CallsServiceName,
 		grpchealth.HealthV1ServiceName,
 		grpcreflect.ReflectV1ServiceName,
 		grpcreflect.ReflectV1AlphaServiceName,

@@ -124,6 +124,18 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.int(&c.server.StreamBuffer, "stream-buffer", "PARLEY_STREAM_BUFFER", def.StreamBuffer, "events a Subscribe stream may fall behind before it is closed")
 	e.duration(&c.server.HeartbeatInterval, "heartbeat", "PARLEY_HEARTBEAT", def.HeartbeatInterval, "interval of Subscribe heartbeats")
 	e.int(&c.server.MaxGroupMembers, "max-group-members", "PARLEY_MAX_GROUP_MEMBERS", def.MaxGroupMembers, "most members of one group, owner included")
+	var stunURLs, turnURLs string
+	e.duration(&c.server.CallRingTimeout, "call-ring-timeout", "PARLEY_CALL_RING_TIMEOUT", def.CallRingTimeout, "how long a call rings unanswered before it is missed")
+	e.string(&stunURLs, "stun-urls", "PARLEY_STUN_URLS", "", "comma-separated STUN server URLs handed to callers (stun:host:3478)")
+	e.string(&turnURLs, "turn-urls", "PARLEY_TURN_URLS", "", "comma-separated TURN server URLs handed to callers (turn:host:3478?transport=udp)")
+	e.string(&c.server.ICE.TURNSecret, "turn-secret", "PARLEY_TURN_SECRET", "", "secret shared with the TURN server for time-limited credentials (coturn's static-auth-secret)")
+	e.duration(&c.server.ICE.TURNTTL, "turn-ttl", "PARLEY_TURN_TTL", def.ICE.TURNTTL, "how long a TURN credential works")
+	var publicIPs string
+	var portMin, portMax uint
+	e.string(&c.server.RTC.UDPAddr, "rtc-udp-addr", "PARLEY_RTC_UDP_ADDR", "", "one UDP address (such as :3478) shared by every call's media (ICE UDP mux); empty: a port per peer")
+	e.uint(&portMin, "rtc-udp-port-min", "PARLEY_RTC_UDP_PORT_MIN", 0, "lowest UDP port for call media without -rtc-udp-addr (0: any)")
+	e.uint(&portMax, "rtc-udp-port-max", "PARLEY_RTC_UDP_PORT_MAX", 0, "highest UDP port for call media without -rtc-udp-addr (0: any)")
+	e.string(&publicIPs, "rtc-public-ips", "PARLEY_RTC_PUBLIC_IPS", "", "comma-separated public IPs to advertise for call media (NAT 1:1)")
 	m := &c.server.Media
 	var imageTypes, voiceTypes, videoTypes, fileTypes string
 	e.string(&m.Dir, "media-dir", "PARLEY_MEDIA_DIR", "", "directory of the local media store (empty: <data-dir>/media)")
@@ -186,6 +198,19 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return c, fmt.Errorf("PARLEY_MEDIA_UPLOAD_TTL, PARLEY_MEDIA_URL_TTL and PARLEY_MEDIA_SWEEP_INTERVAL must be positive")
 	}
 	c.server.CORSOrigins = list(cors)
+	c.server.ICE.STUNURLs, c.server.ICE.TURNURLs = list(stunURLs), list(turnURLs)
+	c.server.SignalsGrace = def.SignalsGrace
+	c.server.RTC.PublicIPs = list(publicIPs)
+	if (portMin == 0) != (portMax == 0) || portMin > portMax || portMax > 65535 {
+		return c, fmt.Errorf("set both PARLEY_RTC_UDP_PORT_MIN and PARLEY_RTC_UDP_PORT_MAX, lowest first, or neither")
+	}
+	c.server.RTC.UDPPortMin, c.server.RTC.UDPPortMax = uint16(portMin), uint16(portMax)
+	if c.server.CallRingTimeout <= 0 {
+		return c, fmt.Errorf("PARLEY_CALL_RING_TIMEOUT must be positive")
+	}
+	if len(c.server.ICE.TURNURLs) > 0 && (c.server.ICE.TURNSecret == "" || c.server.ICE.TURNTTL <= 0) {
+		return c, fmt.Errorf("PARLEY_TURN_URLS needs PARLEY_TURN_SECRET and a positive PARLEY_TURN_TTL: TURN servers are handed out with time-limited credentials only")
+	}
 	return c, nil
 }
 

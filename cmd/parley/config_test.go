@@ -59,3 +59,51 @@ func TestConfigReadsMediaSettings(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigReadsCallSettings(t *testing.T) {
+	c, err := parseConfig("serve", []string{"-call-ring-timeout", "30s"}, envFrom(map[string]string{
+		"PARLEY_CALL_RING_TIMEOUT": "10s",
+		"PARLEY_STUN_URLS":         "stun:a.example.com:3478, stun:b.example.com:3478",
+		"PARLEY_TURN_URLS":         "turn:a.example.com:3478?transport=udp",
+		"PARLEY_TURN_SECRET":       "s3cret",
+		"PARLEY_TURN_TTL":          "2h",
+		"PARLEY_RTC_UDP_PORT_MIN":  "50000",
+		"PARLEY_RTC_UDP_PORT_MAX":  "50100",
+		"PARLEY_RTC_PUBLIC_IPS":    "203.0.113.7",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.server.CallRingTimeout != 30*time.Second {
+		t.Errorf("got ring timeout %v, want the flag's 30s over the environment's 10s", c.server.CallRingTimeout)
+	}
+	want := server.ICEConfig{
+		STUNURLs:   []string{"stun:a.example.com:3478", "stun:b.example.com:3478"},
+		TURNURLs:   []string{"turn:a.example.com:3478?transport=udp"},
+		TURNSecret: "s3cret",
+		TURNTTL:    2 * time.Hour,
+	}
+	ice := c.server.ICE
+	if !slices.Equal(ice.STUNURLs, want.STUNURLs) || !slices.Equal(ice.TURNURLs, want.TURNURLs) || ice.TURNSecret != want.TURNSecret || ice.TURNTTL != want.TURNTTL {
+		t.Errorf("got ICE %+v, want %+v", ice, want)
+	}
+	if r := c.server.RTC; r.UDPPortMin != 50000 || r.UDPPortMax != 50100 || !slices.Equal(r.PublicIPs, []string{"203.0.113.7"}) {
+		t.Errorf("got media networking %+v", r)
+	}
+	def, err := parseConfig("serve", nil, envFrom(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def.server.CallRingTimeout != 45*time.Second || def.server.SignalsGrace != 30*time.Second {
+		t.Errorf("default ring timeout %v and Signals grace %v, want 45s and 30s", def.server.CallRingTimeout, def.server.SignalsGrace)
+	}
+	for name, env := range map[string]map[string]string{
+		"TURN without a secret": {"PARLEY_TURN_URLS": "turn:a.example.com:3478"},
+		"a zero ring timeout":   {"PARLEY_CALL_RING_TIMEOUT": "0s"},
+		"half a port range":     {"PARLEY_RTC_UDP_PORT_MIN": "50000"},
+	} {
+		if _, err := parseConfig("serve", nil, envFrom(env), io.Discard); err == nil {
+			t.Errorf("%s was accepted", name)
+		}
+	}
+}

@@ -1222,9 +1222,9 @@ export const TrackSourceSchema: GenEnum<TrackSource> = /*@__PURE__*/
  *     trickle ICE candidates. Whenever someone publishes or unpublishes a track
  *     the server sends a new offer; it never has two offers outstanding.
  *  4. HangUp leaves the call. A direct call ends when either side hangs up; a
- *     group call ends when fewer than two participants remain after it was
- *     answered. Every ended call is recorded in its conversation as a CallEnded
- *     system message.
+ *     group call ends when its last participant leaves (members may join and
+ *     leave while it is in progress). Every ended call is recorded in its
+ *     conversation as a CallEnded system message.
  *
  * A joined participant whose Signals stream drops has 30 seconds to open it again
  * (and restart ICE) before the server counts them as having left. A user takes
@@ -1247,8 +1247,10 @@ export const CallsService: GenService<{
    * (no longer a member, blocked, muted), InvalidArgument for the account
    * conversation, AlreadyExists when a call is already in progress in the
    * conversation (join it with AnswerCall; its id is Conversation.active_call_id),
-   * FailedPrecondition when the caller is already in another call,
-   * ResourceExhausted when the caller starts too many calls.
+   * FailedPrecondition when the caller is already in another call, or when the
+   * other member of a direct conversation is in another call (busy: no call is
+   * started and the error's message says so), ResourceExhausted when the
+   * caller starts too many calls.
    *
    * @generated from rpc parley.v1.CallsService.StartCall
    */

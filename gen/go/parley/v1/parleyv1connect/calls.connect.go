@@ -64,8 +64,10 @@ type CallsServiceClient interface {
 	// (no longer a member, blocked, muted), InvalidArgument for the account
 	// conversation, AlreadyExists when a call is already in progress in the
 	// conversation (join it with AnswerCall; its id is Conversation.active_call_id),
-	// FailedPrecondition when the caller is already in another call,
-	// ResourceExhausted when the caller starts too many calls.
+	// FailedPrecondition when the caller is already in another call, or when the
+	// other member of a direct conversation is in another call (busy: no call is
+	// started and the error's message says so), ResourceExhausted when the
+	// caller starts too many calls.
 	StartCall(context.Context, *v1.StartCallRequest) (*v1.StartCallResponse, error)
 	// GetCall returns a call, for example to learn whether a call a push
 	// notification announced is still ringing.
@@ -280,8 +282,10 @@ type CallsServiceHandler interface {
 	// (no longer a member, blocked, muted), InvalidArgument for the account
 	// conversation, AlreadyExists when a call is already in progress in the
 	// conversation (join it with AnswerCall; its id is Conversation.active_call_id),
-	// FailedPrecondition when the caller is already in another call,
-	// ResourceExhausted when the caller starts too many calls.
+	// FailedPrecondition when the caller is already in another call, or when the
+	// other member of a direct conversation is in another call (busy: no call is
+	// started and the error's message says so), ResourceExhausted when the
+	// caller starts too many calls.
 	StartCall(context.Context, *v1.StartCallRequest) (*v1.StartCallResponse, error)
 	// GetCall returns a call, for example to learn whether a call a push
 	// notification announced is still ringing.
