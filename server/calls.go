@@ -656,12 +656,8 @@ func (s *callsService) ListCalls(ctx context.Context, req *parleyv1.ListCallsReq
 		}
 		p.ConversationID = &me.ConversationID
 	}
-	if t := req.GetPageToken(); t != "" {
-		started, id, err := parseCallPageToken(t)
-		if err != nil {
-			return nil, err
-		}
-		p.BeforeStarted, p.BeforeID = &started, &id
+	if p.BeforeStarted, p.BeforeID, err = parsePageToken(req.GetPageToken()); err != nil {
+		return nil, err
 	}
 	calls, err := s.db.ListUserCalls(ctx, p)
 	if err != nil {
@@ -671,7 +667,7 @@ func (s *callsService) ListCalls(ctx context.Context, req *parleyv1.ListCallsReq
 	if len(calls) == int(p.MaxRows) {
 		calls = calls[:len(calls)-1]
 		last := calls[len(calls)-1]
-		res.NextPageToken = callPageToken(last)
+		res.NextPageToken = pageToken(last.StartedAt, last.ID)
 	}
 	ids := make([]string, 0, len(calls))
 	convs := make([]string, 0, len(calls))
@@ -704,24 +700,6 @@ func (s *callsService) conversationKinds(ctx context.Context, ids []string) (map
 		out[r.ID] = r.Kind
 	}
 	return out, nil
-}
-
-// callPageToken is the position after call in a listing.
-func callPageToken(call db.Call) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(call.StartedAt.UnixMicro(), 10) + "/" + call.ID))
-}
-
-func parseCallPageToken(token string) (time.Time, string, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil {
-		return time.Time{}, "", errBadPageToken
-	}
-	micros, id, ok := strings.Cut(string(raw), "/")
-	n, err := strconv.ParseInt(micros, 10, 64)
-	if !ok || err != nil || len(id) != 36 {
-		return time.Time{}, "", errBadPageToken
-	}
-	return time.UnixMicro(n), id, nil
 }
 
 // callToProto converts a call and its participants. A group call lists only

@@ -2,11 +2,8 @@ package server
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/parley-chat/parley/db"
@@ -675,40 +672,6 @@ func (s *messagesService) peerAs(ctx context.Context, viewerID, peerID string) (
 		return peer, "", fmt.Errorf("get contact remark: %w", err)
 	}
 	return peer, remark, nil
-}
-
-func pageSize(requested int32, def int) int {
-	if requested == 0 {
-		return def
-	}
-	return int(requested)
-}
-
-// pageToken is the position after a row of a list ordered newest first by
-// (time, id): the row's time in microseconds (PostgreSQL's precision) and id.
-func pageToken(t time.Time, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(t.UnixMicro(), 10) + "/" + id))
-}
-
-// parsePageToken reads a pageToken; an empty token is the first page.
-func parsePageToken(token string) (*time.Time, *string, error) {
-	if token == "" {
-		return nil, nil, nil
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil {
-		return nil, nil, errBadPageToken
-	}
-	micros, id, ok := strings.Cut(string(raw), "/")
-	if !ok || !isUUID(id) {
-		return nil, nil, errBadPageToken
-	}
-	us, err := strconv.ParseInt(micros, 10, 64)
-	if err != nil {
-		return nil, nil, errBadPageToken
-	}
-	t := time.UnixMicro(us)
-	return &t, &id, nil
 }
 
 // isUUID reports whether s is a UUID in its canonical text form, as

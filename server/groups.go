@@ -353,18 +353,6 @@ func (s *groupsService) GetGroup(ctx context.Context, req *parleyv1.GetGroupRequ
 	return &parleyv1.GetGroupResponse{Group: groupToProto(g), Membership: memberToProto(me, time.Now())}, nil
 }
 
-// pageOffset reads the offset a page token carries.
-func pageOffset(token string) (int, error) {
-	if token == "" {
-		return 0, nil
-	}
-	n, err := strconv.Atoi(token)
-	if err != nil || n < 0 {
-		return 0, errBadPageToken
-	}
-	return n, nil
-}
-
 func (s *groupsService) ListGroups(ctx context.Context, req *parleyv1.ListGroupsRequest) (*parleyv1.ListGroupsResponse, error) {
 	c, err := mustCaller(ctx)
 	if err != nil {

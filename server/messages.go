@@ -610,11 +610,9 @@ func (s *messagesService) ListConversations(ctx context.Context, req *parleyv1.L
 	if size == 0 {
 		size = defaultListConversations
 	}
-	offset := 0
-	if t := req.GetPageToken(); t != "" {
-		if offset, err = strconv.Atoi(t); err != nil || offset < 0 {
-			return nil, errBadPageToken
-		}
+	offset, err := pageOffset(req.GetPageToken())
+	if err != nil {
+		return nil, err
 	}
 	rows, err := s.db.ListConversationPage(ctx, db.ListConversationPageParams{UserID: c.UserID, Limit: int32(size + 1), Offset: int32(offset)})
 	if err != nil {

@@ -1,0 +1,59 @@
+package server
+
+import (
+	"encoding/base64"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Page tokens. Lists ordered newest first by (time, id) page by keyset
+// (pageToken); lists whose order moves with activity page by offset
+// (pageOffset).
+
+// pageSize is the page size a request asked for, or def.
+func pageSize(requested int32, def int) int {
+	if requested == 0 {
+		return def
+	}
+	return int(requested)
+}
+
+// pageToken is the position after a row of a list ordered newest first by
+// (time, id): the row's time in microseconds (PostgreSQL's precision) and id.
+func pageToken(t time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(t.UnixMicro(), 10) + "/" + id))
+}
+
+// parsePageToken reads a pageToken; an empty token is the first page.
+func parsePageToken(token string) (*time.Time, *string, error) {
+	if token == "" {
+		return nil, nil, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil {
+		return nil, nil, errBadPageToken
+	}
+	micros, id, ok := strings.Cut(string(raw), "/")
+	if !ok || !isUUID(id) {
+		return nil, nil, errBadPageToken
+	}
+	us, err := strconv.ParseInt(micros, 10, 64)
+	if err != nil {
+		return nil, nil, errBadPageToken
+	}
+	t := time.UnixMicro(us)
+	return &t, &id, nil
+}
+
+// pageOffset reads the offset a page token carries.
+func pageOffset(token string) (int, error) {
+	if token == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(token)
+	if err != nil || n < 0 {
+		return 0, errBadPageToken
+	}
+	return n, nil
+}
