@@ -199,6 +199,19 @@ func (h *hub) endSessions(userID string, sessionIDs ...string) {
 	}
 }
 
+// sessions returns the sessions with a stream on this node, each with its user.
+func (h *hub) sessions() map[string]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[string]string)
+	for userID, subs := range h.users {
+		for s := range subs {
+			out[s.sessionID] = userID
+		}
+	}
+	return out
+}
+
 // endLocal is endSessions on this node only.
 func (h *hub) endLocal(userID string, sessionIDs ...string) {
 	h.mu.Lock()

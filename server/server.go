@@ -134,6 +134,7 @@ type Server struct {
 	health  *healthChecker
 	relay   *relay
 	pres    *presence
+	watch   *sessionWatch
 }
 
 // New builds a server on an open, migrated database.
@@ -189,6 +190,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		local:   local,
 		sweeper: newMediaSweeper(d, store, cfg.Media.SweepInterval, logger),
 		pres:    pres,
+		watch:   newSessionWatch(h, toks.sessions, sessionCheckInterval, logger),
 		metrics: m,
 		reg:     reg,
 		health: &healthChecker{db: d, relay: h.relay, services: map[string]bool{
@@ -207,6 +209,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 // after the HTTP server has drained its requests.
 func (s *Server) Close() {
 	s.msgs.appends.Close()
+	s.watch.Close()
 	s.sweeper.Close()
 	s.calls.Close()
 	s.pres.Close()

@@ -67,11 +67,40 @@ type catchUp struct {
 // backlog already covered and reading any gap a live event reveals. Every
 // entry after the client's cursors is delivered exactly once, in seq order per
 // conversation.
-func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.SubscribeRequest, stream *connect.ServerStream[parleyv1.SubscribeResponse]) (err error) {
-	c, err := mustCaller(ctx)
+//
+// Most streams sit idle for hours, and each holds its handler goroutine, whose
+// stack is most of an idle stream's memory. The work is split so that the
+// frames on that stack while it waits are small: open does the catch-up in
+// its own frame and returns, and wait selects with almost no locals. The
+// runtime halves a stack at GC when a quarter of it is enough, so a shallow
+// wait lets an idle stream's stack shrink back after catch-up grew it.
+func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.SubscribeRequest, stream *connect.ServerStream[parleyv1.SubscribeResponse]) error {
+	st, err := s.openStream(ctx, req, stream)
 	if err != nil {
 		return err
 	}
+	return st.close(st.wait(ctx))
+}
+
+// liveStream is one Subscribe stream past its catch-up.
+type liveStream struct {
+	cu       *catchUp
+	sub      *subscription
+	cutter   *streamCutter
+	beat     *time.Ticker
+	lastBeat time.Time
+}
+
+// openStream registers the stream with the hub and presence and sends the
+// catch-up. On error it has undone all of that.
+//
+//go:noinline
+func (s *messagesService) openStream(ctx context.Context, req *parleyv1.SubscribeRequest, stream *connect.ServerStream[parleyv1.SubscribeResponse]) (_ *liveStream, err error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &liveStream{}
 	// A client that stops reading fills its HTTP/2 flow-control window, and
 	// then a write blocks until it reads again. When the hub cuts the stream
 	// off (its buffer overflowed, or its session was revoked), a blocked
@@ -80,97 +109,118 @@ func (s *messagesService) Subscribe(ctx context.Context, req *parleyv1.Subscribe
 	// window stays full sees the stream reset, and resumes from its cursors.
 	var onCut func()
 	if rc := responseController(ctx); rc != nil {
-		cutter := &streamCutter{rc: rc}
-		defer cutter.finish()
-		onCut = cutter.cut
+		st.cutter = &streamCutter{rc: rc}
+		onCut = st.cutter.cut
 	}
 	sub, ok := s.hub.subscribe(c.UserID, c.SessionID, s.cfg.MaxStreamsPerUser, onCut)
 	if !ok {
-		return errTooManyStreams
+		if st.cutter != nil {
+			st.cutter.finish()
+		}
+		return nil, errTooManyStreams
 	}
-	defer s.hub.unsubscribe(sub)
+	st.sub = sub
+	s.presence.connect(ctx, c.UserID)
+	st.cu = &catchUp{s: s, userID: c.UserID, send: stream.Send, views: make(map[string]*streamView), batch: req.GetBatchCatchUp()}
 	defer func() {
-		select {
-		case <-sub.done:
-			switch sub.reason {
-			case endOverflowed:
-				err = errSlowSubscriber
-			case endRevoked:
-				err = errStreamSessionEnded
-			}
-		default:
+		if err != nil {
+			err = st.close(err)
 		}
 	}()
-	s.presence.connect(ctx, c.UserID)
-	defer s.presence.disconnect(c.UserID)
-
-	cu := &catchUp{s: s, userID: c.UserID, send: stream.Send, views: make(map[string]*streamView), batch: req.GetBatchCatchUp()}
-	started := time.Now()
-	if err := cu.backlog(ctx, req.GetCursors()); err != nil {
-		return err
+	st.lastBeat = time.Now()
+	if err := st.cu.backlog(ctx, req.GetCursors()); err != nil {
+		return nil, err
 	}
 	online, err := s.presence.onlinePeers(ctx, c.UserID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, ev := range online {
 		if err := stream.Send(ev); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	if err := cu.heartbeat(nil); err != nil {
-		return err
+	if err := st.cu.heartbeat(nil); err != nil {
+		return nil, err
 	}
+	st.beat = time.NewTicker(s.heartbt)
+	return st, nil
+}
 
-	beat := time.NewTicker(s.heartbt)
-	defer beat.Stop()
-	check := time.NewTicker(sessionCheckInterval)
-	defer check.Stop()
-	lastBeat := started
+// wait delivers live events and heartbeats until the stream ends (the
+// session watch ends it when its session does). Each case's work is a call, so that this frame stays small.
+func (st *liveStream) wait(ctx context.Context) error {
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-sub.done:
-			switch sub.reason {
-			case endOverflowed:
-				return errSlowSubscriber
-			case endRevoked:
-				return errStreamSessionEnded
-			}
+		case <-st.sub.done:
 			return nil
-		case <-sub.ready:
-			for _, ev := range sub.take() {
-				if err := cu.live(ctx, ev); err != nil {
-					return err
-				}
-			}
-		case now := <-beat.C:
-			// The heartbeat reads positions from PostgreSQL, not the hub, so
-			// it also heals an event the hub never delivered.
-			active, err := s.db.ActiveSince(ctx, db.ActiveSinceParams{UserID: c.UserID, LastMessageAt: lastBeat.Add(-time.Second)})
-			if err != nil {
-				return fmt.Errorf("read positions: %w", err)
-			}
-			lastBeat = now
-			for _, m := range active {
-				if err := cu.follow(ctx, m); err != nil {
-					return err
-				}
-			}
-			if err := cu.heartbeat(active); err != nil {
-				return err
-			}
-		case <-check.C:
-			ok, err := s.tokens.sessions.active(ctx, c.SessionID)
-			if err != nil {
-				return fmt.Errorf("check session: %w", err)
-			}
-			if !ok {
-				return errStreamSessionEnded
-			}
+		case <-st.sub.ready:
+			err = st.deliver(ctx)
+		case now := <-st.beat.C:
+			err = st.heartbeat(ctx, now)
+		}
+		if err != nil {
+			return err
 		}
 	}
+}
+
+//go:noinline
+func (st *liveStream) deliver(ctx context.Context) error {
+	for _, ev := range st.sub.take() {
+		if err := st.cu.live(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// heartbeat reads positions from PostgreSQL, not the hub, so it also heals
+// an event the hub never delivered.
+//
+//go:noinline
+func (st *liveStream) heartbeat(ctx context.Context, now time.Time) error {
+	active, err := st.cu.s.db.ActiveSince(ctx, db.ActiveSinceParams{UserID: st.cu.userID, LastMessageAt: st.lastBeat.Add(-time.Second)})
+	if err != nil {
+		return fmt.Errorf("read positions: %w", err)
+	}
+	st.lastBeat = now
+	for _, m := range active {
+		if err := st.cu.follow(ctx, m); err != nil {
+			return err
+		}
+	}
+	return st.cu.heartbeat(active)
+}
+
+// close undoes openStream and turns the hub's reason for ending the stream,
+// if it ended it, into the stream's error.
+//
+//go:noinline
+func (st *liveStream) close(err error) error {
+	s := st.cu.s
+	if st.beat != nil {
+		st.beat.Stop()
+	}
+	s.presence.disconnect(st.cu.userID)
+	s.hub.unsubscribe(st.sub)
+	if st.cutter != nil {
+		st.cutter.finish()
+	}
+	select {
+	case <-st.sub.done:
+		switch st.sub.reason {
+		case endOverflowed:
+			return errSlowSubscriber
+		case endRevoked:
+			return errStreamSessionEnded
+		}
+	default:
+	}
+	return err
 }
 
 // backlog sends what the client lacks: entries after each cursor, new

@@ -65,6 +65,7 @@ type benchConfig struct {
 	senders      int
 	streams      int
 	serverPID    int
+	hold         time.Duration
 	setup        int
 	json         bool
 	step         time.Duration
@@ -96,6 +97,7 @@ func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.IntVar(&c.senders, "senders", 8, "w3: members who send; w4: concurrent Sends during the burst")
 	fs.IntVar(&c.streams, "streams", 1000, "w5: idle Subscribe streams to open")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "w5: server process id, to read its RSS (0: do not)")
+	fs.DurationVar(&c.hold, "hold", 0, "w5: keep the streams open this long after measuring, to inspect the server")
 	fs.DurationVar(&c.step, "step", 5*time.Second, "w2, w3: how long each level of concurrency (w3: rate) runs")
 	fs.IntVar(&c.maxSenders, "max-senders", 512, "w2: the most concurrent senders to try")
 	fs.DurationVar(&c.p99Limit, "p99-limit", 50*time.Millisecond, "w2: stop when p99 ack latency exceeds this")

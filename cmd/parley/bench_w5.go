@@ -67,6 +67,12 @@ func runW5(ctx context.Context, cl *benchClient, cfg benchConfig) (*w5Report, er
 		}
 		rep.RSSPerStreamKB = float64(rep.RSSAfterKB-rep.RSSBeforeKB) / float64(rep.Opened)
 	}
+	if cfg.hold > 0 {
+		select {
+		case <-time.After(cfg.hold):
+		case <-ctx.Done():
+		}
+	}
 	return rep, nil
 }
 
