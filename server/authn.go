@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/authn"
 	"connectrpc.com/connect"
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/parley-chat/parley/db"
 )
@@ -220,7 +221,16 @@ type sessionCache struct {
 	// a check that read the session just before its revocation committed
 	// does not cache it as active again.
 	forgotten map[string]time.Time
+	// lookups shares one database read among the requests that find a
+	// session's entry expired at the same moment: a busy client's requests
+	// all do.
+	lookups singleflight.Group
 }
+
+// sessionLookupTimeout bounds a shared session read, which outlives the
+// request that started it so that the others waiting on it are not failed
+// by that one request's cancellation.
+const sessionLookupTimeout = 5 * time.Second
 
 const maxCachedSessions = 100_000
 
@@ -236,6 +246,20 @@ func (c *sessionCache) active(ctx context.Context, sessionID string) (bool, erro
 	if ok && now.Before(until) {
 		return true, nil
 	}
+	v, err, _ := c.lookups.Do(sessionID, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sessionLookupTimeout)
+		defer cancel()
+		return c.lookup(ctx, sessionID)
+	})
+	if err != nil {
+		return false, err
+	}
+	return v.(bool), nil
+}
+
+// lookup reads a session from the database and caches it when active.
+func (c *sessionCache) lookup(ctx context.Context, sessionID string) (bool, error) {
+	now := time.Now()
 	s, err := c.db.GetSession(ctx, sessionID)
 	if db.IsNoRows(err) {
 		return false, nil
