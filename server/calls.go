@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha1"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/rueidis"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -77,19 +79,30 @@ type callsService struct {
 	grace  *ringer // by streamKey: participants whose Signals stream dropped
 	starts *keyedLimiter
 	sfu    *rtc.SFU
+	nodes  *callNodes
 
 	mu      sync.Mutex
 	streams map[string]*signalStream // Signals streams on this node, by streamKey
+	proxies map[string]*proxyStream  // Signals streams passed to the node hosting their room, by streamKey
 }
 
 func newCallsService(d *db.DB, h *hub, cfg Config, logger *slog.Logger) (*callsService, error) {
+	var redis rueidis.Client
+	if h.relay != nil {
+		if cfg.NodeURL == "" {
+			return nil, errors.New("calls across nodes need this node's URL (Config.NodeURL, PARLEY_NODE_URL)")
+		}
+		redis = h.relay.client
+	}
 	sfu, err := rtc.New(cfg.RTC, logger.With("component", "sfu"))
 	if err != nil {
 		return nil, err
 	}
 	s := &callsService{
 		sfu:     sfu,
+		nodes:   newCallNodes(redis, cfg.NodeURL, cmp.Or(cfg.CallLease, 10*time.Second), cfg.NodeClient),
 		streams: make(map[string]*signalStream),
+		proxies: make(map[string]*proxyStream),
 		db:      d,
 		hub:     h,
 		cfg:     cfg,
@@ -101,13 +114,28 @@ func newCallsService(d *db.DB, h *hub, cfg Config, logger *slog.Logger) (*callsS
 	s.ringer = newRinger(s.expire, s.logger)
 	s.grace = newRinger(s.leaveAfterGrace, s.logger)
 	s.ringer.run(s.resumeRinging)
+	if s.nodes.clustered() {
+		h.relay.onCall(func(call *parleyv1.Call) {
+			// Off the relay's goroutine: applying a change may ask Redis.
+			s.ringer.run(func(context.Context) { s.signalChange(call) })
+		})
+		s.ringer.run(s.keepRooms)
+	}
 	return s, nil
 }
 
-// Close stops the ringing timers and the media server.
+// Close stops the ringing timers and the media server, and gives up this
+// node's call leases so that other nodes take the calls over at once.
 func (s *callsService) Close() {
 	s.ringer.Close()
 	s.grace.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, id := range s.nodes.ownedCalls() {
+		if err := s.nodes.release(ctx, id); err != nil {
+			s.logger.Warn("release a call lease", "call_id", id, "error", err)
+		}
+	}
 	if err := s.sfu.Close(); err != nil {
 		s.logger.Error("close the media server", "error", err)
 	}
@@ -331,6 +359,10 @@ func (s *callsService) publish(ct *callTx) {
 	}
 	call := callToProto(ct.call, ct.parts, ct.conv.Kind)
 	s.signalChange(call)
+	if s.nodes.clustered() {
+		// The call's room may live on another node.
+		s.hub.relay.sendCall(call)
+	}
 	if ct.ended != nil {
 		s.hub.publishAll([]hubEvent{
 			{users: ct.to, ev: callEvent(&parleyv1.CallEvent{Change: &parleyv1.CallEvent_Ended{Ended: call}})},
