@@ -516,7 +516,17 @@ func (s *callsService) GetCall(ctx context.Context, req *parleyv1.GetCallRequest
 	if err != nil {
 		return nil, err
 	}
-	return &parleyv1.GetCallResponse{Call: out}, nil
+	if out.GetState() != parleyv1.CallState_CALL_STATE_ENDED && s.nodes.clustered() && !forwarded(ctx) {
+		// The tracks and their mute state are known where the room is.
+		if url, err := s.nodes.owner(ctx, out.GetId(), false); err == nil && url != "" {
+			res, err := s.nodes.client(url).GetCall(forwardContext(ctx), req)
+			if err == nil {
+				return res, nil
+			}
+			s.logger.WarnContext(ctx, "get a call from the node hosting it", "call_id", out.GetId(), "error", err)
+		}
+	}
+	return &parleyv1.GetCallResponse{Call: s.withTracks(out)}, nil
 }
 
 // AnswerCall joins the caller to a call they are rung for, or to a group
