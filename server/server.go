@@ -186,6 +186,8 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 	}
 	pres := newPresence(d, h, h.relay, logger)
 	msgs := newMessagesService(d, h, toks, pres, newCommitter(d, h, m, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg)
+	groups := newGroupsService(d, h, msgs, cfg)
+	groups.calls = calls
 	return &Server{
 		relay:   h.relay,
 		db:      d,
@@ -194,7 +196,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		tokens:  toks,
 		auth:    newAuthService(d, hasher, toks, h, cfg),
 		msgs:    msgs,
-		groups:  newGroupsService(d, h, msgs, cfg),
+		groups:  groups,
 		cts:     newContactsService(d, h, msgs, cfg),
 		media:   newMediaService(d, store, cfg.Media, logger),
 		calls:   calls,
