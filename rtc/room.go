@@ -46,6 +46,25 @@ func (r *Room) Participants() []string {
 	return ids
 }
 
+// Published returns the tracks published in the room, with the publisher,
+// source, track and stream ids and whether the publisher muted them. MID is
+// empty: it belongs to a receiving participant's connection.
+func (r *Room) Published() []Track {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Track, 0, len(r.pubs))
+	for pub := range r.pubs {
+		out = append(out, Track{
+			ParticipantID: pub.publisher.id,
+			Source:        pub.source,
+			TrackID:       pub.local.ID(),
+			StreamID:      pub.local.StreamID(),
+			Muted:         pub.muted.Load(),
+		})
+	}
+	return out
+}
+
 // Join adds a participant to the room and creates its PeerConnection with the
 // server. Its Signaler then receives ParticipantJoined for everyone already in
 // the room, TrackPublished for their tracks, and the first Offer, whose

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha1"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/rueidis"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -77,19 +79,30 @@ type callsService struct {
 	grace  *ringer // by streamKey: participants whose Signals stream dropped
 	starts *keyedLimiter
 	sfu    *rtc.SFU
+	nodes  *callNodes
 
 	mu      sync.Mutex
 	streams map[string]*signalStream // Signals streams on this node, by streamKey
+	proxies map[string]*proxyStream  // Signals streams passed to the node hosting their room, by streamKey
 }
 
 func newCallsService(d *db.DB, h *hub, cfg Config, logger *slog.Logger) (*callsService, error) {
+	var redis rueidis.Client
+	if h.relay != nil {
+		if cfg.NodeURL == "" {
+			return nil, errors.New("calls across nodes need this node's URL (Config.NodeURL, PARLEY_NODE_URL)")
+		}
+		redis = h.relay.client
+	}
 	sfu, err := rtc.New(cfg.RTC, logger.With("component", "sfu"))
 	if err != nil {
 		return nil, err
 	}
 	s := &callsService{
 		sfu:     sfu,
+		nodes:   newCallNodes(redis, cfg.NodeURL, cmp.Or(cfg.CallLease, 10*time.Second), cfg.NodeClient),
 		streams: make(map[string]*signalStream),
+		proxies: make(map[string]*proxyStream),
 		db:      d,
 		hub:     h,
 		cfg:     cfg,
@@ -101,13 +114,28 @@ func newCallsService(d *db.DB, h *hub, cfg Config, logger *slog.Logger) (*callsS
 	s.ringer = newRinger(s.expire, s.logger)
 	s.grace = newRinger(s.leaveAfterGrace, s.logger)
 	s.ringer.run(s.resumeRinging)
+	if s.nodes.clustered() {
+		h.relay.onCall(func(call *parleyv1.Call) {
+			// Off the relay's goroutine: applying a change may ask Redis.
+			s.ringer.run(func(context.Context) { s.signalChange(call) })
+		})
+		s.ringer.run(s.keepRooms)
+	}
 	return s, nil
 }
 
-// Close stops the ringing timers and the media server.
+// Close stops the ringing timers and the media server, and gives up this
+// node's call leases so that other nodes take the calls over at once.
 func (s *callsService) Close() {
 	s.ringer.Close()
 	s.grace.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, id := range s.nodes.ownedCalls() {
+		if err := s.nodes.release(ctx, id); err != nil {
+			s.logger.Warn("release a call lease", "call_id", id, "error", err)
+		}
+	}
 	if err := s.sfu.Close(); err != nil {
 		s.logger.Error("close the media server", "error", err)
 	}
@@ -155,10 +183,20 @@ func (s *callsService) expire(ctx context.Context, callID string) {
 
 func (s *callsService) expireCall(ctx context.Context, callID string) error {
 	_, err := s.change(ctx, callID, "", func(ct *callTx) error {
-		if ct.call.State != callRinging {
-			return nil
+		switch ct.call.State {
+		case callRinging:
+			return ct.end(ctx, parleyv1.CallOutcome_CALL_OUTCOME_MISSED)
+		case callActive:
+			// A group call goes on; the members still rung stop ringing.
+			for _, p := range slices.Clone(ct.parts) {
+				if p.State == partInvited {
+					if err := ct.miss(ctx, p.UserID); err != nil {
+						return err
+					}
+				}
+			}
 		}
-		return ct.end(ctx, parleyv1.CallOutcome_CALL_OUTCOME_MISSED)
+		return nil
 	})
 	return err
 }
@@ -170,6 +208,7 @@ type callTx struct {
 	call  db.Call
 	parts []db.CallParticipant
 
+	viewers  []string          // users listed in what is published whatever their state (see callToProtoFor)
 	changed  bool              // the call or its participants changed
 	ended    *parleyv1.Message // the CallEnded entry, when the change ended the call
 	incoming []string          // users rung by this change
@@ -264,6 +303,91 @@ func (ct *callTx) reload(ctx context.Context) error {
 	return nil
 }
 
+// miss stops ringing userID: their participant becomes MISSED, and what is
+// published lists them so that their devices stop ringing.
+func (ct *callTx) miss(ctx context.Context, userID string) error {
+	if p, ok := ct.participant(userID); !ok || p.State != partInvited || ct.call.State == callEnded {
+		return nil
+	}
+	if err := ct.set(ctx, userID, partMissed); err != nil {
+		return err
+	}
+	ct.viewers = append(ct.viewers, userID)
+	return nil
+}
+
+// leave takes userID out of the call, ending it when that leaves it empty:
+// the initiator leaving before anyone answered cancels it; a direct call in
+// progress ends when either side leaves, a group call with its last
+// participant.
+func (ct *callTx) leave(ctx context.Context, userID string) error {
+	if me, ok := ct.participant(userID); !ok || me.State != partJoined || ct.call.State == callEnded {
+		return nil // already out: unchanged
+	}
+	if err := ct.set(ctx, userID, partLeft); err != nil {
+		return err
+	}
+	switch {
+	case ct.call.State == callRinging:
+		return ct.end(ctx, parleyv1.CallOutcome_CALL_OUTCOME_CANCELLED)
+	case ct.conv.Kind == kindDirect || ct.count(partJoined) == 0:
+		return ct.end(ctx, parleyv1.CallOutcome_CALL_OUTCOME_COMPLETED)
+	}
+	return nil
+}
+
+// takeOutOfCall takes users who left a group (or, with everyone, all of its
+// members, when it is dissolved) out of its call in progress, inside the
+// group change's transaction, which holds the conversation's lock: joined
+// ones leave, rung ones stop ringing, and a call left empty ends. It returns
+// the change to publish after commit, or nil when there is no call.
+func takeOutOfCall(ctx context.Context, q *db.Queries, conv db.Conversation, users []string, everyone bool) (*callTx, error) {
+	call, err := q.GetActiveCall(ctx, conv.ID)
+	if db.IsNoRows(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get active call: %w", err)
+	}
+	ct := &callTx{q: q, conv: conv, call: call}
+	if ct.parts, err = q.ListCallParticipants(ctx, call.ID); err != nil {
+		return nil, fmt.Errorf("list call participants: %w", err)
+	}
+	if everyone {
+		users = nil
+		for _, p := range ct.parts {
+			users = append(users, p.UserID)
+		}
+	}
+	for _, u := range users {
+		if err := ct.miss(ctx, u); err != nil {
+			return nil, err
+		}
+		if err := ct.leave(ctx, u); err != nil {
+			return nil, err
+		}
+	}
+	if ct.call.State == callRinging && ct.count(partInvited) == 0 {
+		// Nobody is left to ring.
+		if err := ct.end(ctx, parleyv1.CallOutcome_CALL_OUTCOME_MISSED); err != nil {
+			return nil, err
+		}
+	}
+	if !ct.changed {
+		return nil, nil
+	}
+	if ct.to, err = currentMembers(ctx, q, conv.ID); err != nil {
+		return nil, err
+	}
+	// Those who left the group hear that they are out of the call.
+	for _, u := range users {
+		if !slices.Contains(ct.to, u) {
+			ct.to = append(ct.to, u)
+		}
+	}
+	return ct, nil
+}
+
 // end ends the call with outcome and records it in the conversation's log.
 func (ct *callTx) end(ctx context.Context, outcome parleyv1.CallOutcome) error {
 	if _, err := ct.q.EndCall(ctx, db.EndCallParams{ID: ct.call.ID, Outcome: int16(outcome)}); err != nil {
@@ -326,11 +450,17 @@ func (s *callsService) publish(ct *callTx) {
 	if !ct.changed {
 		return
 	}
-	if ct.call.State != callRinging {
+	if ct.call.State == callEnded || ct.count(partInvited) == 0 {
+		// Nobody rings any more. (An answered group call keeps its timer
+		// for the members still rung.)
 		s.ringer.stop(ct.call.ID)
 	}
-	call := callToProto(ct.call, ct.parts, ct.conv.Kind)
+	call := callToProtoFor(ct.call, ct.parts, ct.conv.Kind, ct.viewers)
 	s.signalChange(call)
+	if s.nodes.clustered() {
+		// The call's room may live on another node.
+		s.hub.relay.sendCall(call)
+	}
 	if ct.ended != nil {
 		s.hub.publishAll([]hubEvent{
 			{users: ct.to, ev: callEvent(&parleyv1.CallEvent{Change: &parleyv1.CallEvent_Ended{Ended: call}})},
@@ -478,13 +608,23 @@ func (s *callsService) GetCall(ctx context.Context, req *parleyv1.GetCallRequest
 		if err != nil {
 			return fmt.Errorf("list call participants: %w", err)
 		}
-		out = callToProto(call, parts, me.Kind)
+		out = callToProtoFor(call, parts, me.Kind, []string{c.UserID})
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &parleyv1.GetCallResponse{Call: out}, nil
+	if out.GetState() != parleyv1.CallState_CALL_STATE_ENDED && s.nodes.clustered() && !forwarded(ctx) {
+		// The tracks and their mute state are known where the room is.
+		if url, err := s.nodes.owner(ctx, out.GetId(), false); err == nil && url != "" {
+			res, err := s.nodes.client(url).GetCall(forwardContext(ctx), req)
+			if err == nil {
+				return res, nil
+			}
+			s.logger.WarnContext(ctx, "get a call from the node hosting it", "call_id", out.GetId(), "error", err)
+		}
+	}
+	return &parleyv1.GetCallResponse{Call: s.withTracks(out)}, nil
 }
 
 // AnswerCall joins the caller to a call they are rung for, or to a group
@@ -577,21 +717,7 @@ func (s *callsService) HangUp(ctx context.Context, req *parleyv1.HangUpRequest) 
 
 // leave takes userID out of a call, ending it when that leaves it empty.
 func (s *callsService) leave(ctx context.Context, callID, userID string) (*callTx, error) {
-	return s.change(ctx, callID, userID, func(ct *callTx) error {
-		if me, ok := ct.participant(userID); !ok || me.State != partJoined || ct.call.State == callEnded {
-			return nil // already out: unchanged
-		}
-		if err := ct.set(ctx, userID, partLeft); err != nil {
-			return err
-		}
-		switch {
-		case ct.call.State == callRinging:
-			return ct.end(ctx, parleyv1.CallOutcome_CALL_OUTCOME_CANCELLED)
-		case ct.conv.Kind == kindDirect || ct.count(partJoined) == 0:
-			return ct.end(ctx, parleyv1.CallOutcome_CALL_OUTCOME_COMPLETED)
-		}
-		return nil
-	})
+	return s.change(ctx, callID, userID, func(ct *callTx) error { return ct.leave(ctx, userID) })
 }
 
 // leaveAfterGrace is the grace timer of a Signals stream that dropped: its
@@ -705,6 +831,13 @@ func (s *callsService) conversationKinds(ctx context.Context, ids []string) (map
 // callToProto converts a call and its participants. A group call lists only
 // the members who answered or declined, not those still (or never) rung.
 func callToProto(call db.Call, parts []db.CallParticipant, convKind int16) *parleyv1.Call {
+	return callToProtoFor(call, parts, convKind, nil)
+}
+
+// callToProtoFor is callToProto that also lists the viewers' own
+// participants in a group call whatever their state: a member learns that
+// they are still rung, or that their ringing stopped.
+func callToProtoFor(call db.Call, parts []db.CallParticipant, convKind int16, viewers []string) *parleyv1.Call {
 	out := &parleyv1.Call{
 		Id:             call.ID,
 		ConversationId: call.ConversationID,
@@ -727,7 +860,7 @@ func callToProto(call db.Call, parts []db.CallParticipant, convKind int16) *parl
 		}
 	}
 	for _, p := range parts {
-		if convKind != kindDirect && (p.State == partInvited || p.State == partMissed) {
+		if convKind != kindDirect && (p.State == partInvited || p.State == partMissed) && !slices.Contains(viewers, p.UserID) {
 			continue
 		}
 		cp := &parleyv1.CallParticipant{UserId: p.UserID, State: parleyv1.CallParticipantState(p.State)}

@@ -448,15 +448,20 @@ func TestCallInAGroup(t *testing.T) {
 		}
 	}
 
-	// A participant who leaves the group during a call can still hang up,
-	// and is then free for other calls.
+	// A participant who leaves the group during a call is out of it at once
+	// (then the call is no longer his to see), and free for other calls.
 	call = startCall(t, calls, ann, g.GetId(), parleyv1.CallKind_CALL_KIND_AUDIO)
 	answer(ben)
 	_, err = ge.g.LeaveGroup(ben.ctx(), &parleyv1.LeaveGroupRequest{GroupId: g.GetId()})
 	ge.must(t, "LeaveGroup", err)
-	if got := hangUp(ben); participantState(got, ben.user.GetId()) != parleyv1.CallParticipantState_CALL_PARTICIPANT_STATE_LEFT {
-		t.Errorf("ben hanging up after leaving the group: %v; want him left", got)
+	res, err := calls.GetCall(ann.ctx(), &parleyv1.GetCallRequest{CallId: call.GetId()})
+	ge.must(t, "GetCall", err)
+	if got := res.GetCall(); participantState(got, ben.user.GetId()) != parleyv1.CallParticipantState_CALL_PARTICIPANT_STATE_LEFT ||
+		got.GetState() != parleyv1.CallState_CALL_STATE_ACTIVE {
+		t.Errorf("after ben left the group: %v; want him left and the call going on", got)
 	}
+	_, err = calls.HangUp(ben.ctx(), &parleyv1.HangUpRequest{CallId: call.GetId()})
+	wantCode(t, err, connect.CodeNotFound)
 	_, err = calls.GetCall(ben.ctx(), &parleyv1.GetCallRequest{CallId: call.GetId()})
 	wantCode(t, err, connect.CodeNotFound)
 	hangUp(ann)

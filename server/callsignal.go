@@ -1,13 +1,17 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/pion/webrtc/v4"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-chat/parley/db"
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
@@ -143,7 +147,30 @@ func (s *callsService) room(call db.Call) (*rtc.Room, error) {
 	return r, nil
 }
 
-// Signals streams the media server's signaling to a joined participant.
+// host returns the URL of the node that hosts a call's room, or "" when
+// this node does: it claims the room when nobody hosts it, for instance
+// after its node died and the lease ran out.
+func (s *callsService) host(ctx context.Context, callID string) (string, error) {
+	url, err := s.nodes.owner(ctx, callID, true)
+	if err != nil {
+		if _, ok := s.sfu.Room(callID); ok {
+			// Redis is away: the room here carries on.
+			return "", nil
+		}
+		s.logger.WarnContext(ctx, "find the node of a call", "call_id", callID, "error", err)
+		return "", errCallNodeUnreachable
+	}
+	if url != "" && forwarded(ctx) {
+		// The node that passed this on thinks the room is here, and
+		// Redis says it is on a third: let the client try again.
+		return "", errCallMoved
+	}
+	return url, nil
+}
+
+// Signals streams the media server's signaling to a joined participant. On
+// a node that does not host the call's room it passes the stream through
+// to the node that does.
 func (s *callsService) Signals(ctx context.Context, req *parleyv1.SignalsRequest, stream *connect.ServerStream[parleyv1.SignalsResponse]) error {
 	c, err := mustCaller(ctx)
 	if err != nil {
@@ -152,6 +179,13 @@ func (s *callsService) Signals(ctx context.Context, req *parleyv1.SignalsRequest
 	ct, err := s.joinedCall(ctx, req.GetCallId(), c.UserID)
 	if err != nil {
 		return err
+	}
+	url, err := s.host(ctx, ct.call.ID)
+	if err != nil {
+		return err
+	}
+	if url != "" {
+		return s.proxySignals(ctx, url, streamKey(ct.call.ID, c.UserID), req, stream)
 	}
 	room, err := s.room(ct.call)
 	if err != nil {
@@ -202,7 +236,7 @@ func (s *callsService) Signals(ctx context.Context, req *parleyv1.SignalsRequest
 		return fmt.Errorf("join room: %w", err)
 	}
 	defer p.Leave()
-	first := &parleyv1.SignalsResponse{Signal: &parleyv1.SignalsResponse_Call{Call: callToProto(ct.call, ct.parts, ct.conv.Kind)}}
+	first := &parleyv1.SignalsResponse{Signal: &parleyv1.SignalsResponse_Call{Call: s.withTracks(callToProto(ct.call, ct.parts, ct.conv.Kind))}}
 	if err := stream.Send(first); err != nil {
 		return err
 	}
@@ -231,6 +265,62 @@ func (s *callsService) Signals(ctx context.Context, req *parleyv1.SignalsRequest
 	}
 }
 
+// proxyStream is a Signals stream this node passes to the node hosting its
+// call's room.
+type proxyStream struct{ url string }
+
+// proxySignals relays the Signals stream of the node at url, which hosts the
+// call's room, to the client.
+func (s *callsService) proxySignals(ctx context.Context, url, key string, req *parleyv1.SignalsRequest, stream *connect.ServerStream[parleyv1.SignalsResponse]) error {
+	ps := &proxyStream{url: url}
+	s.mu.Lock()
+	s.proxies[key] = ps
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.proxies[key] == ps {
+			delete(s.proxies, key)
+		}
+		s.mu.Unlock()
+	}()
+	up, err := s.nodes.client(url).Signals(forwardContext(ctx), req)
+	if err != nil {
+		return forwardError(err)
+	}
+	defer up.Close()
+	for up.Receive() {
+		if err := stream.Send(up.Msg()); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return forwardError(up.Err())
+}
+
+// withTracks fills in the tracks each joined participant publishes, when the
+// call's room is on this node.
+func (s *callsService) withTracks(call *parleyv1.Call) *parleyv1.Call {
+	r, ok := s.sfu.Room(call.GetId())
+	if !ok {
+		return call
+	}
+	tracks := r.Published()
+	slices.SortFunc(tracks, func(a, b rtc.Track) int { return cmp.Compare(a.Source, b.Source) })
+	for _, p := range call.GetParticipants() {
+		if p.GetState() != parleyv1.CallParticipantState_CALL_PARTICIPANT_STATE_JOINED {
+			continue
+		}
+		for _, t := range tracks {
+			if t.ParticipantID == p.GetUserId() {
+				p.Tracks = append(p.Tracks, &parleyv1.Track{Source: parleyv1.TrackSource(t.Source), Muted: t.Muted})
+			}
+		}
+	}
+	return call
+}
+
 // signalsOf returns the Signals streams open for a call on this node.
 func (s *callsService) signalsOf(callID string) map[string]*signalStream {
 	s.mu.Lock()
@@ -244,18 +334,31 @@ func (s *callsService) signalsOf(callID string) map[string]*signalStream {
 	return out
 }
 
-// signalChange tells a call's Signals streams of a change: the call's new
-// state to each; a participant who is no longer joined leaves the room, and
-// an ended call closes it, which ends every stream.
+// signalChange tells a call's Signals streams on this node of a change: the
+// call's new state to each; a participant who is no longer joined leaves the
+// room, and an ended call closes it, which ends every stream, and gives up
+// its lease.
 func (s *callsService) signalChange(call *parleyv1.Call) {
 	streams := s.signalsOf(call.GetId())
-	msg := &parleyv1.SignalsResponse{Signal: &parleyv1.SignalsResponse_Call{Call: call}}
-	for _, ss := range streams {
-		ss.queue(msg)
+	if len(streams) > 0 {
+		msg := &parleyv1.SignalsResponse{Signal: &parleyv1.SignalsResponse_Call{Call: s.withTracks(proto.Clone(call).(*parleyv1.Call))}}
+		for _, ss := range streams {
+			ss.queue(msg)
+		}
 	}
+	s.applyChange(call, streams)
+}
+
+// applyChange makes this node's room of a call agree with the call's state.
+func (s *callsService) applyChange(call *parleyv1.Call, streams map[string]*signalStream) {
 	if call.GetState() == parleyv1.CallState_CALL_STATE_ENDED {
 		if r, ok := s.sfu.Room(call.GetId()); ok {
 			r.Close()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := s.nodes.release(ctx, call.GetId()); err != nil {
+			s.logger.Warn("release a call lease", "call_id", call.GetId(), "error", err)
 		}
 		return
 	}
@@ -264,6 +367,94 @@ func (s *callsService) signalChange(call *parleyv1.Call) {
 			ss.p.Leave()
 		}
 	}
+}
+
+// keepRooms renews the leases of the rooms this node hosts until ctx ends.
+// A room whose lease went to another node (this node was cut off for
+// longer than the lease) closes, its streams ending Unavailable so that
+// their clients reopen them on the new host. Each round also reads every
+// hosted call from PostgreSQL, which heals a change whose Redis message was
+// lost: a call that ended closes its room, a participant no longer joined
+// leaves it, invitations that rang past their time end.
+func (s *callsService) keepRooms(ctx context.Context) {
+	tick := time.NewTicker(max(s.nodes.lease/3, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, id := range s.nodes.ownedCalls() {
+			if _, ok := s.sfu.Room(id); !ok && s.nodes.claimedBefore(id, time.Now().Add(-time.Second)) {
+				if err := s.nodes.release(ctx, id); err != nil && ctx.Err() == nil {
+					s.logger.WarnContext(ctx, "release a call lease", "call_id", id, "error", err)
+				}
+				continue
+			}
+			held, err := s.nodes.renew(ctx, id)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.logger.WarnContext(ctx, "renew a call lease", "call_id", id, "error", err)
+				}
+				continue
+			}
+			if !held {
+				s.logger.WarnContext(ctx, "lost the lease of a call's room; closing it here", "call_id", id)
+				for _, ss := range s.signalsOf(id) {
+					ss.end(errCallMoved)
+				}
+				if r, ok := s.sfu.Room(id); ok {
+					r.Close()
+				}
+				continue
+			}
+			if err := s.reconcile(ctx, id); err != nil && ctx.Err() == nil {
+				s.logger.WarnContext(ctx, "check a hosted call", "call_id", id, "error", err)
+			}
+		}
+	}
+}
+
+// reconcile applies a hosted call's state as PostgreSQL has it.
+func (s *callsService) reconcile(ctx context.Context, callID string) error {
+	call, err := s.db.GetCall(ctx, callID)
+	if err != nil {
+		return fmt.Errorf("get call: %w", err)
+	}
+	parts, err := s.db.ListCallParticipants(ctx, callID)
+	if err != nil {
+		return fmt.Errorf("list call participants: %w", err)
+	}
+	kinds, err := s.conversationKinds(ctx, []string{call.ConversationID})
+	if err != nil {
+		return err
+	}
+	if call.State == callActive && time.Since(call.StartedAt) > s.cfg.CallRingTimeout &&
+		slices.ContainsFunc(parts, func(p db.CallParticipant) bool { return p.State == partInvited }) {
+		// The timer of these invitations was on a node that went away.
+		return s.expireCall(ctx, callID)
+	}
+	s.applyChange(callToProto(call, parts, kinds[call.ConversationID]), s.signalsOf(callID))
+	return nil
+}
+
+// signalHost returns the node that has the caller's Signals stream for a
+// call when it is another node: the one this node passes the stream to, else
+// the one hosting the call's room.
+func (s *callsService) signalHost(ctx context.Context, callID, userID string) (string, error) {
+	s.mu.Lock()
+	ps := s.proxies[streamKey(callID, userID)]
+	s.mu.Unlock()
+	if ps != nil {
+		return ps.url, nil
+	}
+	url, err := s.nodes.owner(ctx, callID, false)
+	if err != nil {
+		s.logger.WarnContext(ctx, "find the node of a call", "call_id", callID, "error", err)
+		return "", errCallNodeUnreachable
+	}
+	return url, nil
 }
 
 // Signal passes one of the client's signals to its participant in the SFU.
@@ -278,6 +469,14 @@ func (s *callsService) Signal(ctx context.Context, req *parleyv1.SignalRequest) 
 		p = ss.p
 	}
 	s.mu.Unlock()
+	if p == nil && !forwarded(ctx) {
+		if url, err := s.signalHost(ctx, req.GetCallId(), c.UserID); err != nil {
+			return nil, err
+		} else if url != "" {
+			res, err := s.nodes.client(url).Signal(forwardContext(ctx), req)
+			return res, forwardError(err)
+		}
+	}
 	if p == nil {
 		// The call may not exist or be someone else's: say so first.
 		if _, err := s.joinedCall(ctx, req.GetCallId(), c.UserID); err != nil {

@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"context"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,8 +21,12 @@ import (
 )
 
 // peer is a call participant's client: a Pion peer connection that answers
-// the server's offers from its Signals stream, sends synthetic Opus RTP on
-// the microphone slot and counts the packets it receives per publisher.
+// the server's offers from its Signals stream, attaches a local track to
+// every slot the server offers (microphone; in video calls camera and
+// screen too), sends synthetic RTP on those whose source is on (the
+// microphone from the start, others after send), and counts the packets it
+// receives per publisher and per publisher and source. It keeps every
+// signal it got for until.
 type peer struct {
 	t      testing.TB
 	calls  parleyv1connect.CallsServiceClient
@@ -28,18 +34,29 @@ type peer struct {
 	callID string
 	api    *webrtc.API
 	pc     *webrtc.PeerConnection
-	mic    *webrtc.TrackLocalStaticRTP
+	local  map[parleyv1.TrackSource]*webrtc.TrackLocalStaticRTP
+	on     map[parleyv1.TrackSource]*atomic.Bool
+	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	ended  chan struct{} // the Signals stream ended
 
 	mu       sync.Mutex
-	attached bool
-	received map[string]int // RTP packets by the publisher's stream id
+	attached map[parleyv1.TrackSource]bool
+	received map[string]int                      // RTP packets by the publisher's stream id
+	bySource map[string]int                      // RTP packets by "publisher/source"
+	tracks   map[string]*parleyv1.TrackPublished // announced tracks by track id
+	signals  []*parleyv1.SignalsResponse
+	changed  chan struct{}  // closed and replaced when signals grows
 	first    *parleyv1.Call // the stream's first message
 }
 
 func newPeer(t testing.TB, calls parleyv1connect.CallsServiceClient, who account, callID string) *peer {
+	return newPeerSending(t, calls, who, callID, parleyv1.TrackSource_TRACK_SOURCE_MICROPHONE)
+}
+
+// newPeerSending is newPeer sending from the given sources from the start.
+func newPeerSending(t testing.TB, calls parleyv1connect.CallsServiceClient, who account, callID string, sources ...parleyv1.TrackSource) *peer {
 	t.Helper()
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
@@ -58,12 +75,28 @@ func newPeer(t testing.TB, calls parleyv1connect.CallsServiceClient, who account
 	if err != nil {
 		t.Fatal(err)
 	}
-	mic, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", who.user.GetId())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(who.ctx(), 30*time.Second)
-	p := &peer{t: t, calls: calls, who: who, callID: callID, api: api, pc: pc, mic: mic, cancel: cancel, received: map[string]int{}, ended: make(chan struct{})}
+	p := &peer{
+		t: t, calls: calls, who: who, callID: callID, api: api, pc: pc, ctx: ctx, cancel: cancel, ended: make(chan struct{}),
+		local: map[parleyv1.TrackSource]*webrtc.TrackLocalStaticRTP{}, on: map[parleyv1.TrackSource]*atomic.Bool{},
+		attached: map[parleyv1.TrackSource]bool{}, received: map[string]int{}, bySource: map[string]int{},
+		tracks: map[string]*parleyv1.TrackPublished{}, changed: make(chan struct{}),
+	}
+	vp8 := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+	for src, codec := range map[parleyv1.TrackSource]webrtc.RTPCodecCapability{
+		parleyv1.TrackSource_TRACK_SOURCE_MICROPHONE: {MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2},
+		parleyv1.TrackSource_TRACK_SOURCE_CAMERA:     vp8,
+		parleyv1.TrackSource_TRACK_SOURCE_SCREEN:     vp8,
+	} {
+		tr, err := webrtc.NewTrackLocalStaticRTP(codec, strings.ToLower(src.String()), who.user.GetId())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.local[src], p.on[src] = tr, &atomic.Bool{}
+	}
+	for _, src := range sources {
+		p.on[src].Store(true)
+	}
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		if c == nil {
 			return
@@ -83,6 +116,9 @@ func newPeer(t testing.TB, calls parleyv1connect.CallsServiceClient, who account
 			}
 			p.mu.Lock()
 			p.received[tr.StreamID()]++
+			if pub := p.tracks[tr.ID()]; pub != nil {
+				p.bySource[pub.GetUserId()+"/"+pub.GetSource().String()]++
+			}
 			p.mu.Unlock()
 		}
 	})
@@ -94,7 +130,7 @@ func newPeer(t testing.TB, calls parleyv1connect.CallsServiceClient, who account
 		t.Fatalf("Signals(%s): %v", who.user.GetUsername(), stream.Err())
 	}
 	p.first = stream.Msg().GetCall()
-	p.wg.Add(2)
+	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		defer close(p.ended)
@@ -103,51 +139,98 @@ func newPeer(t testing.TB, calls parleyv1connect.CallsServiceClient, who account
 			p.handle(ctx, stream.Msg())
 		}
 	}()
-	go func() {
-		defer p.wg.Done()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111}, Payload: make([]byte, 100)}
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			pkt.SequenceNumber++
-			pkt.Timestamp += 480
-			_ = mic.WriteRTP(pkt)
-		}
-	}()
+	for src, tr := range p.local {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.write(ctx, src, tr)
+		}()
+	}
 	t.Cleanup(p.close)
 	return p
 }
 
+// write sends synthetic RTP on a local track every 10 ms while its source
+// is on.
+func (p *peer) write(ctx context.Context, src parleyv1.TrackSource, tr *webrtc.TrackLocalStaticRTP) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	pkt := &rtp.Packet{Header: rtp.Header{Version: 2}, Payload: make([]byte, 100)}
+	step := uint32(480)
+	if src != parleyv1.TrackSource_TRACK_SOURCE_MICROPHONE {
+		step = 900
+		pkt.Payload[0] = 0x10 // VP8 payload descriptor: start of partition
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !p.on[src].Load() {
+			continue
+		}
+		pkt.SequenceNumber++
+		pkt.Timestamp += step
+		_ = tr.WriteRTP(pkt)
+	}
+}
+
+// send starts or stops sending from a source; stopping also unpublishes it.
+func (p *peer) send(src parleyv1.TrackSource, on bool) {
+	p.t.Helper()
+	p.on[src].Store(on)
+	if on {
+		return
+	}
+	err := p.signal(p.ctx, &parleyv1.SignalRequest{CallId: p.callID, Signal: &parleyv1.SignalRequest_Unpublish{Unpublish: &parleyv1.UnpublishTrack{Source: src}}})
+	if err != nil {
+		p.t.Fatalf("Signal(unpublish %v): %v", src, err)
+	}
+}
+
 func (p *peer) handle(ctx context.Context, m *parleyv1.SignalsResponse) {
+	p.mu.Lock()
+	p.signals = append(p.signals, m)
+	if tp := m.GetTrackPublished(); tp != nil {
+		p.tracks[tp.GetTrackId()] = tp
+	}
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
 	switch {
 	case m.GetOffer() != nil:
 		o := m.GetOffer()
 		if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: o.GetSdp()}); err != nil {
-			p.t.Errorf("set offer: %v", err)
+			if ctx.Err() == nil { // else closing
+				p.t.Errorf("set offer: %v", err)
+			}
 			return
 		}
 		for mid, src := range o.GetSendMids() {
-			if src != parleyv1.TrackSource_TRACK_SOURCE_MICROPHONE || p.attached {
+			p.mu.Lock()
+			done := p.attached[src]
+			p.mu.Unlock()
+			if done {
 				continue
 			}
 			for _, tr := range p.pc.GetTransceivers() {
 				if tr.Mid() != mid {
 					continue
 				}
-				sender, err := p.api.NewRTPSender(p.mic, p.pc.SCTP().Transport())
+				sender, err := p.api.NewRTPSender(p.local[src], p.pc.SCTP().Transport())
 				if err == nil {
-					err = tr.SetSender(sender, p.mic)
+					err = tr.SetSender(sender, p.local[src])
 				}
 				if err != nil {
-					p.t.Errorf("attach the microphone: %v", err)
+					if ctx.Err() == nil {
+						p.t.Errorf("attach %v: %v", src, err)
+					}
 					return
 				}
-				p.attached = true
+				p.mu.Lock()
+				p.attached[src] = true
+				p.mu.Unlock()
 			}
 		}
 		answer, err := p.pc.CreateAnswer(nil)
@@ -155,7 +238,9 @@ func (p *peer) handle(ctx context.Context, m *parleyv1.SignalsResponse) {
 			err = p.pc.SetLocalDescription(answer)
 		}
 		if err != nil {
-			p.t.Errorf("answer: %v", err)
+			if ctx.Err() == nil {
+				p.t.Errorf("answer: %v", err)
+			}
 			return
 		}
 		err = p.signal(ctx, &parleyv1.SignalRequest{CallId: p.callID, Signal: &parleyv1.SignalRequest_Answer{Answer: &parleyv1.SdpAnswer{Sdp: answer.SDP, Revision: o.GetRevision()}}})
@@ -175,6 +260,31 @@ func (p *peer) handle(ctx context.Context, m *parleyv1.SignalsResponse) {
 	}
 }
 
+// until waits until the peer got a signal that match accepts, and returns it.
+func (p *peer) until(within time.Duration, what string, match func(*parleyv1.SignalsResponse) bool) *parleyv1.SignalsResponse {
+	p.t.Helper()
+	deadline := time.After(within)
+	seen := 0
+	for {
+		p.mu.Lock()
+		for ; seen < len(p.signals); seen++ {
+			if match(p.signals[seen]) {
+				m := p.signals[seen]
+				p.mu.Unlock()
+				return m
+			}
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		select {
+		case <-changed:
+		case <-deadline:
+			p.t.Fatalf("%s got no %s within %v", p.who.user.GetUsername(), what, within)
+			return nil
+		}
+	}
+}
+
 // signal sends one signal. Every call gets a context of its own: a client
 // context carries per-call state and is not for concurrent calls.
 func (p *peer) signal(stop context.Context, req *parleyv1.SignalRequest) error {
@@ -189,6 +299,14 @@ func (p *peer) receivedFrom(userID string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.received[userID]
+}
+
+// receivedSource returns the packets received on the track userID publishes
+// from src, as its TrackPublished announced it.
+func (p *peer) receivedSource(userID string, src parleyv1.TrackSource) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bySource[userID+"/"+src.String()]
 }
 
 func (p *peer) close() {

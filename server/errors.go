@@ -104,20 +104,22 @@ var (
 	errImageUndecodable  = errors.New("the uploaded image cannot be decoded; create a new upload")
 
 	// Calls.
-	errCallNotFound    = errors.New("call not found")
-	errCallInProgress  = errors.New("a call is already in progress in this conversation; join it with AnswerCall")
-	errInAnotherCall   = errors.New("you are already in another call; hang up first")
-	errCalleeBusy      = errors.New("busy: the user you are calling is in another call")
-	errCallEnded       = errors.New("the call has ended")
-	errCallNotRinging  = errors.New("the call is no longer ringing")
-	errAlreadyInCall   = errors.New("you are already in this call, perhaps on another device")
-	errCallFull        = errors.New("the call is full")
-	errNotInvited      = errors.New("you are not being rung for this call")
-	errNotJoined       = errors.New("you have not joined this call; answer it first")
-	errNoSignals       = errors.New("open Signals for this call first")
-	errStaleAnswer     = errors.New("the answer's revision is not the outstanding offer's")
-	errSignalsReplaced = errors.New("another Signals stream for this call replaced this one")
-	errSlowSignals     = errors.New("Signals stream fell behind and was closed; open it again")
+	errCallNotFound        = errors.New("call not found")
+	errCallInProgress      = errors.New("a call is already in progress in this conversation; join it with AnswerCall")
+	errInAnotherCall       = errors.New("you are already in another call; hang up first")
+	errCalleeBusy          = errors.New("busy: the user you are calling is in another call")
+	errCallEnded           = errors.New("the call has ended")
+	errCallNotRinging      = errors.New("the call is no longer ringing")
+	errAlreadyInCall       = errors.New("you are already in this call, perhaps on another device")
+	errCallFull            = errors.New("the call is full")
+	errNotInvited          = errors.New("you are not being rung for this call")
+	errNotJoined           = errors.New("you have not joined this call; answer it first")
+	errNoSignals           = errors.New("open Signals for this call first")
+	errStaleAnswer         = errors.New("the answer's revision is not the outstanding offer's")
+	errSignalsReplaced     = errors.New("another Signals stream for this call replaced this one")
+	errSlowSignals         = errors.New("Signals stream fell behind and was closed; open it again")
+	errCallNodeUnreachable = errors.New("the node hosting this call cannot be reached right now; retry")
+	errCallMoved           = errors.New("this call's media moved to another node; open Signals again")
 )
 
 var errorCodes = map[error]connect.Code{
@@ -196,20 +198,22 @@ var errorCodes = map[error]connect.Code{
 	errUploadChecksum:    connect.CodeFailedPrecondition,
 	errImageUndecodable:  connect.CodeFailedPrecondition,
 
-	errCallNotFound:    connect.CodeNotFound,
-	errCallInProgress:  connect.CodeAlreadyExists,
-	errInAnotherCall:   connect.CodeFailedPrecondition,
-	errCalleeBusy:      connect.CodeFailedPrecondition,
-	errCallEnded:       connect.CodeFailedPrecondition,
-	errCallNotRinging:  connect.CodeFailedPrecondition,
-	errAlreadyInCall:   connect.CodeFailedPrecondition,
-	errCallFull:        connect.CodeResourceExhausted,
-	errNotInvited:      connect.CodeFailedPrecondition,
-	errNotJoined:       connect.CodeFailedPrecondition,
-	errNoSignals:       connect.CodeFailedPrecondition,
-	errStaleAnswer:     connect.CodeFailedPrecondition,
-	errSignalsReplaced: connect.CodeFailedPrecondition,
-	errSlowSignals:     connect.CodeResourceExhausted,
+	errCallNotFound:        connect.CodeNotFound,
+	errCallInProgress:      connect.CodeAlreadyExists,
+	errInAnotherCall:       connect.CodeFailedPrecondition,
+	errCalleeBusy:          connect.CodeFailedPrecondition,
+	errCallEnded:           connect.CodeFailedPrecondition,
+	errCallNotRinging:      connect.CodeFailedPrecondition,
+	errAlreadyInCall:       connect.CodeFailedPrecondition,
+	errCallFull:            connect.CodeResourceExhausted,
+	errNotInvited:          connect.CodeFailedPrecondition,
+	errNotJoined:           connect.CodeFailedPrecondition,
+	errNoSignals:           connect.CodeFailedPrecondition,
+	errStaleAnswer:         connect.CodeFailedPrecondition,
+	errSignalsReplaced:     connect.CodeFailedPrecondition,
+	errSlowSignals:         connect.CodeResourceExhausted,
+	errCallNodeUnreachable: connect.CodeUnavailable,
+	errCallMoved:           connect.CodeUnavailable,
 }
 
 // toConnectError maps err to what the client sees. A *connect.Error passes

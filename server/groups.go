@@ -48,6 +48,7 @@ type groupsService struct {
 	db      *db.DB
 	hub     *hub
 	msgs    *messagesService
+	calls   *callsService // takes members who leave out of the group's call
 	cfg     Config
 	joins   *keyedLimiter
 	creates *keyedLimiter
@@ -74,6 +75,11 @@ type groupTx struct {
 	members []db.Member // every row, former members too, longest-standing first
 	me      db.Member
 	lastSeq int64
+
+	conv      db.Conversation
+	callOut   []string // users who left with this change, to take out of the group's call
+	dissolved bool     // the change dissolves the group: its call ends
+	call      *callTx  // the change to the group's call, published after the group's
 
 	entries []*parleyv1.Message // appended by this change
 	notify  []string            // users who left with this change and must hear of it
@@ -103,7 +109,7 @@ func lockGroup(ctx context.Context, q *db.Queries, groupID, userID string) (*gro
 	if err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
 	}
-	gt := &groupTx{q: q, group: g.Group, members: members, lastSeq: conv.LastSeq}
+	gt := &groupTx{q: q, conv: conv, group: g.Group, members: members, lastSeq: conv.LastSeq}
 	i := slices.IndexFunc(members, func(m db.Member) bool { return m.UserID == userID })
 	if i < 0 {
 		return nil, errGroupNotFound
@@ -178,6 +184,12 @@ func (s *groupsService) change(ctx context.Context, userID, groupID string, onDi
 		if err := fn(gt); err != nil {
 			return err
 		}
+		if len(gt.callOut) > 0 || gt.dissolved {
+			// Last: the call's end appends its entry after the group's.
+			if gt.call, err = takeOutOfCall(ctx, q, gt.conv, gt.callOut, gt.dissolved); err != nil {
+				return err
+			}
+		}
 		if gt.result, err = q.GetGroup(ctx, groupID); err != nil {
 			return fmt.Errorf("get group: %w", err)
 		}
@@ -193,6 +205,9 @@ func (s *groupsService) change(ctx context.Context, userID, groupID string, onDi
 		return nil, err
 	}
 	s.publish(gt, true)
+	if gt.call != nil {
+		s.calls.publish(gt.call)
+	}
 	return gt, nil
 }
 
@@ -498,6 +513,7 @@ func (gt *groupTx) leave(ctx context.Context, users []string, removed bool) erro
 		return fmt.Errorf("end memberships: %w", err)
 	}
 	gt.notify = append(gt.notify, users...)
+	gt.callOut = append(gt.callOut, users...)
 	return nil
 }
 
@@ -607,6 +623,7 @@ func (s *groupsService) LeaveGroup(ctx context.Context, req *parleyv1.LeaveGroup
 			if err := gt.q.DissolveGroup(ctx, gt.group.ConversationID); err != nil {
 				return fmt.Errorf("dissolve group: %w", err)
 			}
+			gt.dissolved = true
 			if err := gt.q.RevokeGroupInvites(ctx, gt.group.ConversationID); err != nil {
 				return fmt.Errorf("revoke invites: %w", err)
 			}
@@ -966,6 +983,7 @@ func (s *groupsService) DissolveGroup(ctx context.Context, req *parleyv1.Dissolv
 		if err := gt.q.DissolveGroup(ctx, gt.group.ConversationID); err != nil {
 			return fmt.Errorf("dissolve group: %w", err)
 		}
+		gt.dissolved = true
 		if err := gt.q.RevokeGroupInvites(ctx, gt.group.ConversationID); err != nil {
 			return fmt.Errorf("revoke invites: %w", err)
 		}

@@ -24,6 +24,7 @@ type envelope struct {
 	EndUser   string   `json:"eu,omitempty"` // with Sessions: end these sessions' streams
 	Sessions  []string `json:"es,omitempty"`
 	EventWire []byte   `json:"e,omitempty"` // an encoded parleyv1.SubscribeResponse
+	CallWire  []byte   `json:"c,omitempty"` // an encoded parleyv1.Call that changed
 }
 
 // relay carries hub calls between nodes through Redis pub/sub (rueidis,
@@ -41,7 +42,26 @@ type relay struct {
 	done   chan struct{}
 
 	mu     sync.Mutex
-	failed time.Time // when publishing last failed, for log throttling
+	failed time.Time            // when publishing last failed, for log throttling
+	calls  func(*parleyv1.Call) // gets the calls that changed on other nodes
+}
+
+// onCall has fn called with every call that changes on another node, for
+// the node hosting its media room.
+func (r *relay) onCall(fn func(*parleyv1.Call)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = fn
+}
+
+// sendCall tells the other nodes that a call changed.
+func (r *relay) sendCall(call *parleyv1.Call) {
+	wire, err := proto.Marshal(call)
+	if err != nil {
+		r.logger.Error("encode call", "error", err)
+		return
+	}
+	r.send(envelope{CallWire: wire})
 }
 
 func newRelay(url, channel string, h *hub, logger *slog.Logger) (*relay, error) {
@@ -100,6 +120,20 @@ func (r *relay) deliver(raw []byte) {
 	}
 	if env.Node == r.node {
 		return // delivered locally when published
+	}
+	if len(env.CallWire) > 0 {
+		call := &parleyv1.Call{}
+		if err := proto.Unmarshal(env.CallWire, call); err != nil {
+			r.logger.Warn("dropping malformed call", "error", err)
+			return
+		}
+		r.mu.Lock()
+		fn := r.calls
+		r.mu.Unlock()
+		if fn != nil {
+			fn(call)
+		}
+		return
 	}
 	if len(env.Sessions) > 0 {
 		r.hub.endLocal(env.EndUser, env.Sessions...)

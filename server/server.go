@@ -85,6 +85,17 @@ type Config struct {
 	ICE ICEConfig
 	// RTC is the media server's networking and room limits.
 	RTC rtc.Config
+	// NodeURL is the URL other nodes reach this one at (such as
+	// http://10.0.0.5:8080), to pass it the signaling of calls whose media
+	// room it hosts. Required with RedisURL.
+	NodeURL string
+	// NodeClient is the HTTP client for requests to other nodes; nil builds
+	// one (h2c for http URLs, HTTP/2 over TLS for https ones).
+	NodeClient *http.Client
+	// CallLease is how long a node's claim on a call's media room lasts in
+	// Redis without renewal (it renews every third of it): how long a call
+	// whose node died waits before another node hosts it.
+	CallLease time.Duration
 }
 
 // DefaultConfig returns the production configuration.
@@ -112,6 +123,7 @@ func DefaultConfig() Config {
 		CallRingTimeout:    45 * time.Second,
 		SignalsGrace:       30 * time.Second,
 		ICE:                ICEConfig{TURNTTL: 12 * time.Hour},
+		CallLease:          10 * time.Second,
 	}
 }
 
@@ -175,6 +187,8 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 	}
 	pres := newPresence(d, h, h.relay, logger)
 	msgs := newMessagesService(d, h, toks, pres, newCommitter(d, h, m, max(cfg.AppendWorkers, 1), max(cfg.AppendBatch, 1), logger), cfg)
+	groups := newGroupsService(d, h, msgs, cfg)
+	groups.calls = calls
 	return &Server{
 		relay:   h.relay,
 		db:      d,
@@ -183,7 +197,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		tokens:  toks,
 		auth:    newAuthService(d, hasher, toks, h, cfg),
 		msgs:    msgs,
-		groups:  newGroupsService(d, h, msgs, cfg),
+		groups:  groups,
 		cts:     newContactsService(d, h, msgs, cfg),
 		media:   newMediaService(d, store, cfg.Media, logger),
 		calls:   calls,

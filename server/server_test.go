@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,6 +60,19 @@ func newEnvOn(t testing.TB, d *db.DB, edit ...func(*server.Config)) *env {
 	t.Helper()
 	cfg := testConfig()
 	cfg.Media.Dir = t.TempDir()
+	// The HTTP server starts first, so that the node knows the URL the
+	// other nodes reach it at (calls are passed to the node hosting them).
+	var handler atomic.Pointer[http.Handler]
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := handler.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+	}))
+	hs.EnableHTTP2 = true
+	hs.StartTLS()
+	cfg.NodeURL, cfg.NodeClient = hs.URL, hs.Client()
 	for _, e := range edit {
 		e(&cfg)
 	}
@@ -69,13 +83,13 @@ func newEnvOn(t testing.TB, d *db.DB, edit ...func(*server.Config)) *env {
 	}
 	s, err := server.New(context.Background(), d, cfg, logger)
 	if err != nil {
+		hs.Close()
 		t.Fatalf("server.New: %v", err)
 	}
 	t.Cleanup(s.Close)
-	hs := httptest.NewUnstartedServer(s.Handler())
-	hs.EnableHTTP2 = true
-	hs.StartTLS()
-	t.Cleanup(hs.Close)
+	t.Cleanup(hs.Close) // first: the requests end before the server closes
+	h := s.Handler()
+	handler.Store(&h)
 	return &env{t: t, db: d, srv: hs, client: hs.Client()}
 }
 

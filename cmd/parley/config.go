@@ -100,6 +100,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.string(&c.debugAddr, "debug-addr", "PARLEY_DEBUG_ADDR", "", "address for Go's profiler (/debug/pprof/); keep it private (empty: off)")
 	e.string(&c.databaseURL, "database-url", "PARLEY_DATABASE_URL", "", "PostgreSQL URL; empty starts an embedded server")
 	e.string(&c.server.RedisURL, "redis-url", "PARLEY_REDIS_URL", "", "Redis URL (redis://host:6379) to fan events out across nodes; empty: one node")
+	e.string(&c.server.NodeURL, "node-url", "PARLEY_NODE_URL", "", "URL the other nodes reach this one at, for the calls it hosts (empty: from -addr)")
+	e.duration(&c.server.CallLease, "call-lease", "PARLEY_CALL_LEASE", def.CallLease, "how long a node's claim on a call's media lasts in Redis unrenewed (a dead node's calls move after it)")
 	e.string(&c.dataDir, "data-dir", "PARLEY_DATA_DIR", "./data", "directory for the embedded PostgreSQL (under postgres/)")
 	e.string(&c.tlsCert, "tls-cert", "PARLEY_TLS_CERT", "", "TLS certificate file (PEM); with -tls-key serves HTTPS")
 	e.string(&c.tlsKey, "tls-key", "PARLEY_TLS_KEY", "", "TLS private key file (PEM)")
@@ -205,6 +207,14 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return c, fmt.Errorf("set both PARLEY_RTC_UDP_PORT_MIN and PARLEY_RTC_UDP_PORT_MAX, lowest first, or neither")
 	}
 	c.server.RTC.UDPPortMin, c.server.RTC.UDPPortMax = uint16(portMin), uint16(portMax)
+	if u := c.server.NodeURL; u != "" {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return c, fmt.Errorf("PARLEY_NODE_URL must be an http or https URL such as http://10.0.0.5:8080, not %q", u)
+		}
+	}
+	if c.server.CallLease < time.Second {
+		return c, fmt.Errorf("PARLEY_CALL_LEASE must be at least 1s")
+	}
 	if c.server.CallRingTimeout <= 0 {
 		return c, fmt.Errorf("PARLEY_CALL_RING_TIMEOUT must be positive")
 	}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"io"
+	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,5 +107,33 @@ func TestConfigReadsCallSettings(t *testing.T) {
 		if _, err := parseConfig("serve", nil, envFrom(env), io.Discard); err == nil {
 			t.Errorf("%s was accepted", name)
 		}
+	}
+}
+
+func TestNodeURLComesFromTheListenAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name, addr string
+		tls        bool
+		want       string
+	}{
+		{name: "a concrete host is used as is", addr: "10.1.2.3:8080", want: "http://10.1.2.3:8080"},
+		{name: "TLS makes it https", addr: "10.1.2.3:8443", tls: true, want: "https://10.1.2.3:8443"},
+		{name: "an IPv6 host gets brackets", addr: "[fd00::1]:8080", want: "http://[fd00::1]:8080"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, err := net.ResolveTCPAddr("tcp", tc.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := nodeURL(addr, tc.tls); got != tc.want {
+				t.Errorf("nodeURL(%s) = %q, want %q", tc.addr, got, tc.want)
+			}
+		})
+	}
+	// Every interface: a host other machines can reach, never the unspecified one.
+	addr, _ := net.ResolveTCPAddr("tcp", "0.0.0.0:8080")
+	got := nodeURL(addr, false)
+	if strings.Contains(got, "0.0.0.0") || !strings.HasSuffix(got, ":8080") || !strings.HasPrefix(got, "http://") {
+		t.Errorf("nodeURL(0.0.0.0:8080) = %q, want http://<an address of this machine>:8080", got)
 	}
 }

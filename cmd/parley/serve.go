@@ -41,6 +41,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer d.Close()
+	// Listen first: the node's URL for the other nodes is its address.
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
+	}
+	defer ln.Close()
+	if cfg.server.NodeURL == "" && cfg.server.RedisURL != "" {
+		cfg.server.NodeURL = nodeURL(ln.Addr(), cfg.tlsCert != "")
+		logger.Info("calls: other nodes reach this one at its own address; set PARLEY_NODE_URL if they cannot", "node_url", cfg.server.NodeURL)
+	}
 	srv, err := server.New(ctx, d, cfg.server, logger)
 	if err != nil {
 		return err
@@ -53,10 +63,6 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			return err
 		}
 		defer stopDebug()
-	}
-	ln, err := net.Listen("tcp", cfg.addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
 	}
 	// Streams live as long as their clients, so they end through this
 	// context on shutdown rather than through a write timeout.
@@ -106,6 +112,34 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// nodeURL is the URL other nodes reach this one at, from the address it
+// listens on: that host when it is a concrete one, else the machine's first
+// address that is not a loopback one (other machines cannot reach
+// 127.0.0.1), else loopback.
+func nodeURL(addr net.Addr, tls bool) string {
+	scheme := "http://"
+	if tls {
+		scheme = "https://"
+	}
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return scheme + addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		return scheme + net.JoinHostPort(host, port)
+	}
+	host = "127.0.0.1"
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+				host = n.IP.String()
+				break
+			}
+		}
+	}
+	return scheme + net.JoinHostPort(host, port)
 }
 
 // serveDebug serves Go's profiler on its own listener, apart from the API,

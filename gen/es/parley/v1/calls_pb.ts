@@ -68,7 +68,9 @@ export type Call = Message<"parley.v1.Call"> & {
   /**
    * participants are where the call's users stand: in a direct call both users;
    * in a group call the initiator and every member who answered or declined
-   * (members still being rung are not listed).
+   * (members still being rung, or who missed it, are not listed, except in
+   * what is sent to those members themselves: GetCall, and the
+   * CallEvent.updated that tells them their ringing stopped).
    *
    * @generated from field: repeated parley.v1.CallParticipant participants = 7;
    */
@@ -146,7 +148,9 @@ export type CallParticipant = Message<"parley.v1.CallParticipant"> & {
   leaveTime?: Timestamp | undefined;
 
   /**
-   * tracks are the tracks the user publishes while joined.
+   * tracks are the tracks the user publishes while joined, with their mute
+   * state, in the call's current state (GetCall, Signals); empty elsewhere,
+   * such as in ListCalls and CallEvents.
    *
    * @generated from field: repeated parley.v1.Track tracks = 5;
    */
@@ -1151,7 +1155,9 @@ export enum CallParticipantState {
   LEFT = 4,
 
   /**
-   * CALL_PARTICIPANT_STATE_MISSED means the user never answered (direct calls only).
+   * CALL_PARTICIPANT_STATE_MISSED means the user never answered: the call ended
+   * while they were rung, or, in a group call, their ringing timed out while
+   * the call went on (they may still join it with AnswerCall).
    *
    * @generated from enum value: CALL_PARTICIPANT_STATE_MISSED = 5;
    */
@@ -1226,12 +1232,23 @@ export const TrackSourceSchema: GenEnum<TrackSource> = /*@__PURE__*/
  *     leave while it is in progress). Every ended call is recorded in its
  *     conversation as a CallEnded system message.
  *
+ * Members of a group call who do not answer within the ring timeout (45
+ * seconds) stop ringing: their devices get CallEvent.updated listing them as
+ * MISSED. A member who leaves the group, is removed from it, or whose group
+ * is dissolved leaves its call at once.
+ *
  * A joined participant whose Signals stream drops has 30 seconds to open it again
  * (and restart ICE) before the server counts them as having left. A user takes
  * part in a call from one device at a time; their other devices stop ringing
  * when the user appears among the participants in a state other than INVITED.
  * A call has at most 16 joined participants when it carries video and 50 when it
  * is audio-only (defaults; the operator may change them).
+ *
+ * With several nodes, a call's media lives on one of them; any node accepts
+ * Signals and Signal for it and passes them on. When that node goes away,
+ * Signals ends (or fails) with Unavailable: open it again, which may take up
+ * to the node lease (10 seconds by default) to succeed, and start over from
+ * its fresh offer.
  *
  * Errors common to every RPC that names a call: NotFound when the call does not
  * exist or the caller is not a member of its conversation.

@@ -95,7 +95,9 @@ const (
 	CallParticipantState_CALL_PARTICIPANT_STATE_DECLINED CallParticipantState = 3
 	// CALL_PARTICIPANT_STATE_LEFT means the user was in the call and left it.
 	CallParticipantState_CALL_PARTICIPANT_STATE_LEFT CallParticipantState = 4
-	// CALL_PARTICIPANT_STATE_MISSED means the user never answered (direct calls only).
+	// CALL_PARTICIPANT_STATE_MISSED means the user never answered: the call ended
+	// while they were rung, or, in a group call, their ringing timed out while
+	// the call went on (they may still join it with AnswerCall).
 	CallParticipantState_CALL_PARTICIPANT_STATE_MISSED CallParticipantState = 5
 )
 
@@ -220,7 +222,9 @@ type Call struct {
 	InitiatorId string `protobuf:"bytes,6,opt,name=initiator_id,json=initiatorId,proto3" json:"initiator_id,omitempty"`
 	// participants are where the call's users stand: in a direct call both users;
 	// in a group call the initiator and every member who answered or declined
-	// (members still being rung are not listed).
+	// (members still being rung, or who missed it, are not listed, except in
+	// what is sent to those members themselves: GetCall, and the
+	// CallEvent.updated that tells them their ringing stopped).
 	Participants []*CallParticipant `protobuf:"bytes,7,rep,name=participants,proto3" json:"participants,omitempty"`
 	// start_time is when the call was started.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
@@ -353,7 +357,9 @@ type CallParticipant struct {
 	JoinTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=join_time,json=joinTime,proto3" json:"join_time,omitempty"`
 	// leave_time is when the user left; unset while they are in the call or never joined.
 	LeaveTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=leave_time,json=leaveTime,proto3" json:"leave_time,omitempty"`
-	// tracks are the tracks the user publishes while joined.
+	// tracks are the tracks the user publishes while joined, with their mute
+	// state, in the call's current state (GetCall, Signals); empty elsewhere,
+	// such as in ListCalls and CallEvents.
 	Tracks        []*Track `protobuf:"bytes,5,rep,name=tracks,proto3" json:"tracks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
