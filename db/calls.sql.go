@@ -262,7 +262,9 @@ func (q *Queries) ListCallParticipantsOf(ctx context.Context, ids []string) ([]C
 
 const listRinging = `-- name: ListRinging :many
 SELECT id, EXTRACT(EPOCH FROM started_at + make_interval(secs => $1::float8) - now())::float8 AS remaining_seconds
-FROM calls WHERE state = 1
+FROM calls c
+WHERE c.state = 1
+   OR (c.state = 2 AND EXISTS (SELECT 1 FROM call_participants p WHERE p.call_id = c.id AND p.state = 1))
 `
 
 type ListRingingRow struct {
@@ -270,7 +272,8 @@ type ListRingingRow struct {
 	RemainingSeconds float64
 }
 
-// ListRinging returns every ringing call with the seconds it has left to
+// ListRinging returns every ringing call, and every active call with members
+// still being rung, with the seconds it has left to
 // ring (negative when it rang past its time), for a node that starts.
 func (q *Queries) ListRinging(ctx context.Context, timeoutSeconds float64) ([]ListRingingRow, error) {
 	rows, err := q.db.Query(ctx, listRinging, timeoutSeconds)

@@ -57,11 +57,14 @@ WHERE p.user_id = @user_id
 ORDER BY p.started_at DESC, p.call_id DESC
 LIMIT @max_rows;
 
--- ListRinging returns every ringing call with the seconds it has left to
+-- ListRinging returns every ringing call, and every active call with members
+-- still being rung, with the seconds it has left to
 -- ring (negative when it rang past its time), for a node that starts.
 -- name: ListRinging :many
 SELECT id, EXTRACT(EPOCH FROM started_at + make_interval(secs => @timeout_seconds::float8) - now())::float8 AS remaining_seconds
-FROM calls WHERE state = 1;
+FROM calls c
+WHERE c.state = 1
+   OR (c.state = 2 AND EXISTS (SELECT 1 FROM call_participants p WHERE p.call_id = c.id AND p.state = 1));
 
 -- name: InsertCallInvitees :exec
 INSERT INTO call_participants (call_id, user_id, state, started_at)

@@ -263,3 +263,33 @@ func TestCallInAGroupStopsRingingWhoDidNotAnswerInTime(t *testing.T) {
 		t.Errorf("ben answering late is %v; want JOINED", s)
 	}
 }
+
+// A node that starts after another stopped takes over the invitations of the
+// group calls in progress: a member the stopped node was ringing stops ringing
+// at the timeout all the same.
+func TestCallInAGroupStopsRingingAfterItsNodeRestarts(t *testing.T) {
+	t.Parallel()
+	ge := newGroupEnv(t, nil, func(c *server.Config) { c.CallRingTimeout = time.Hour })
+	owner, ann, ben := ge.signUp("owner"), ge.signUp("ann"), ge.signUp("ben")
+	g := ge.create(t, owner, "team", ann, ben)
+	call := startCall(t, ge.calls(), owner, g.GetId(), parleyv1.CallKind_CALL_KIND_AUDIO)
+	_, err := ge.calls().AnswerCall(ann.ctx(), &parleyv1.AnswerCallRequest{CallId: call.GetId()})
+	ge.must(t, "AnswerCall", err)
+
+	second := newEnvOn(t, ge.db, func(c *server.Config) { c.CallRingTimeout = 200 * time.Millisecond })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		res, err := second.calls().GetCall(ben.ctx(), &parleyv1.GetCallRequest{CallId: call.GetId()})
+		ge.must(t, "GetCall", err)
+		if s := participantState(res.GetCall(), ben.user.GetId()); s == parleyv1.CallParticipantState_CALL_PARTICIPANT_STATE_MISSED {
+			if res.GetCall().GetState() != parleyv1.CallState_CALL_STATE_ACTIVE {
+				t.Fatalf("after ben's ringing stopped the call is %v; want it going on", res.GetCall())
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ben is still rung: %v", res.GetCall())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -143,8 +143,10 @@ func (s *callsService) Close() {
 
 func (s *callsService) timeoutSeconds() float64 { return s.cfg.CallRingTimeout.Seconds() }
 
-// resumeRinging gives every call still ringing in the database a timer for
-// the time it has left: the calls of a node that stopped keep ending.
+// resumeRinging gives every call still ringing in the database, and every
+// group call in progress with members still being rung, a timer for the time
+// it has left: the calls of a node that stopped keep ending, and their
+// invitations keep expiring.
 func (s *callsService) resumeRinging(ctx context.Context) {
 	rows, err := s.db.ListRinging(ctx, s.timeoutSeconds())
 	if err != nil {
