@@ -212,6 +212,8 @@ before(async () => {
   dataDir = await mkdtemp(join(tmpdir(), "parley-browser-"));
   db = await freshDatabase();
   server = await startParley(db, dataDir);
+  // Should this process die before after() runs, the server goes with it.
+  process.once("exit", () => server.proc.kill("SIGKILL"));
   browser = await chromium.launch({
     executablePath: chromiumPath,
     headless: true,
