@@ -26,10 +26,20 @@ build: ## Build the parley binary into bin/
 	go build -o bin/parley ./cmd/parley
 
 .PHONY: test
-test: ## Install what is missing and run every test with the race detector
+test: ## Install what is missing and run every test: Go with the race detector, then the browser test
 	@scripts/ensure-packages.sh postgres redis gcc
 	@scripts/ensure-test-tools.sh
 	CGO_ENABLED=1 go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@$(MAKE) --no-print-directory test-browser
+
+.PHONY: test-browser
+test-browser: ## Install Chromium if missing and run the browser call test (web/)
+	scripts/browser-test.sh
+
+.PHONY: web
+web: ## Build the web call page into web/dist (serve it with PARLEY_WEB_DIR=web/dist)
+	@scripts/ensure-web.sh
+	cd web && npm run --silent build
 
 .PHONY: tools
 tools: ## Install the pinned code generators (buf, protoc-gen-es, sqlc)

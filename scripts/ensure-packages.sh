@@ -4,6 +4,8 @@
 #   postgres  PostgreSQL server binaries (initdb, postgres) for the embedded server
 #   redis     redis-server, which the multi-node tests start when no Redis answers
 #   gcc       a C compiler, which the Go race detector needs
+#   chromium  headless Chromium, which the browser call test (web/) drives
+#   node      Node.js and npm, which build web/ and run the browser test
 # It installs nothing that is already there, and uses sudo when not root.
 set -euo pipefail
 
@@ -20,6 +22,12 @@ for what in "$@"; do
       ;;
     gcc)
       command -v gcc >/dev/null || need+=(gcc libc6-dev)
+      ;;
+    chromium)
+      [ -x /usr/bin/chromium ] || need+=(chromium)
+      ;;
+    node)
+      command -v node >/dev/null && command -v npm >/dev/null || need+=(nodejs npm)
       ;;
     *)
       echo "ensure-packages: unknown requirement $what" >&2

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -216,5 +218,39 @@ func TestConnectGETForReads(t *testing.T) {
 		if m != http.MethodGet {
 			t.Errorf("the client sent %s, want GET for every call (methods: %v)", m, methods)
 		}
+	}
+}
+
+func TestWebDirServesTheWebClientBesideTheAPI(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte("<!doctype html><title>Parley</title>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *server.Config) { c.WebDir = dir })
+
+	if code, body := e.get("/"); code != http.StatusOK || !strings.Contains(body, "<title>Parley</title>") {
+		t.Errorf("GET / = %d %q, want 200 and index.html", code, body)
+	}
+	if code, _ := e.get("/missing.js"); code != http.StatusNotFound {
+		t.Errorf("GET /missing.js = %d, want 404", code)
+	}
+	// The API and the probes still answer on their own paths.
+	if code, _ := e.get("/healthz"); code != http.StatusOK {
+		t.Errorf("GET /healthz = %d, want 200", code)
+	}
+	e.register("webuser", "Web User")
+	res, err := e.client.Post(e.srv.URL+"/index.html", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /index.html = %d, want 405", res.StatusCode)
+	}
+
+	// Without a web directory nothing is served at /.
+	if code, _ := newEnv(t).get("/"); code != http.StatusNotFound {
+		t.Errorf("GET / without a web directory = %d, want 404", code)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"runtime"
 	"time"
 
@@ -47,6 +48,9 @@ type Config struct {
 	// CORSOrigins are the browser origins allowed to call the API; empty
 	// means no cross-origin access.
 	CORSOrigins []string
+	// WebDir, when set, is a directory of static files (a built web client)
+	// served at / to anyone: it must hold nothing private.
+	WebDir string
 	// MaxRequestBytes bounds the size of one request message.
 	MaxRequestBytes int
 	// SendPerUser throttles Send per user.
@@ -301,8 +305,27 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", liveness)
 	mux.HandleFunc("GET /readyz", s.health.readiness)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	if s.cfg.WebDir != "" {
+		// The least specific pattern: every route above wins over it.
+		mux.Handle("/", webHandler(s.cfg.WebDir))
+	}
 
 	return s.withCORS(mux)
+}
+
+// webHandler serves the static files of a web client from dir, for GET and
+// HEAD only.
+func webHandler(dir string) http.Handler {
+	files := http.FileServerFS(os.DirFS(dir))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		files.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) withCORS(h http.Handler) http.Handler {

@@ -106,6 +106,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.string(&c.tlsCert, "tls-cert", "PARLEY_TLS_CERT", "", "TLS certificate file (PEM); with -tls-key serves HTTPS")
 	e.string(&c.tlsKey, "tls-key", "PARLEY_TLS_KEY", "", "TLS private key file (PEM)")
 	e.string(&cors, "cors-origins", "PARLEY_CORS_ORIGINS", "", "comma-separated browser origins allowed to call the API")
+	e.string(&c.server.WebDir, "web-dir", "PARLEY_WEB_DIR", "", "directory of a built web client to serve at / (such as web/dist); empty: none")
 	e.string(&c.logLevel, "log-level", "PARLEY_LOG_LEVEL", "info", "debug, info, warn or error")
 	e.string(&c.logFormat, "log-format", "PARLEY_LOG_FORMAT", "text", "text or json")
 	e.duration(&c.shutdown, "shutdown-timeout", "PARLEY_SHUTDOWN_TIMEOUT", 30*time.Second, "how long to wait for requests to finish on SIGTERM")
@@ -138,6 +139,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.uint(&portMin, "rtc-udp-port-min", "PARLEY_RTC_UDP_PORT_MIN", 0, "lowest UDP port for call media without -rtc-udp-addr (0: any)")
 	e.uint(&portMax, "rtc-udp-port-max", "PARLEY_RTC_UDP_PORT_MAX", 0, "highest UDP port for call media without -rtc-udp-addr (0: any)")
 	e.string(&publicIPs, "rtc-public-ips", "PARLEY_RTC_PUBLIC_IPS", "", "comma-separated public IPs to advertise for call media (NAT 1:1)")
+	e.bool(&c.server.RTC.Loopback, "rtc-loopback", "PARLEY_RTC_LOOPBACK", false, "advertise loopback addresses for call media too, for clients on this machine (tests, a single-machine setup)")
 	m := &c.server.Media
 	var imageTypes, voiceTypes, videoTypes, fileTypes string
 	e.string(&m.Dir, "media-dir", "PARLEY_MEDIA_DIR", "", "directory of the local media store (empty: <data-dir>/media)")

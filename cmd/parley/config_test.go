@@ -72,6 +72,7 @@ func TestConfigReadsCallSettings(t *testing.T) {
 		"PARLEY_RTC_UDP_PORT_MIN":  "50000",
 		"PARLEY_RTC_UDP_PORT_MAX":  "50100",
 		"PARLEY_RTC_PUBLIC_IPS":    "203.0.113.7",
+		"PARLEY_RTC_LOOPBACK":      "true",
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -89,12 +90,15 @@ func TestConfigReadsCallSettings(t *testing.T) {
 	if !slices.Equal(ice.STUNURLs, want.STUNURLs) || !slices.Equal(ice.TURNURLs, want.TURNURLs) || ice.TURNSecret != want.TURNSecret || ice.TURNTTL != want.TURNTTL {
 		t.Errorf("got ICE %+v, want %+v", ice, want)
 	}
-	if r := c.server.RTC; r.UDPPortMin != 50000 || r.UDPPortMax != 50100 || !slices.Equal(r.PublicIPs, []string{"203.0.113.7"}) {
+	if r := c.server.RTC; r.UDPPortMin != 50000 || r.UDPPortMax != 50100 || !slices.Equal(r.PublicIPs, []string{"203.0.113.7"}) || !r.Loopback {
 		t.Errorf("got media networking %+v", r)
 	}
 	def, err := parseConfig("serve", nil, envFrom(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if def.server.RTC.Loopback {
+		t.Error("loopback candidates are on by default")
 	}
 	if def.server.CallRingTimeout != 45*time.Second || def.server.SignalsGrace != 30*time.Second {
 		t.Errorf("default ring timeout %v and Signals grace %v, want 45s and 30s", def.server.CallRingTimeout, def.server.SignalsGrace)
