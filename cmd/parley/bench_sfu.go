@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -196,20 +197,16 @@ func setupSFU(ctx context.Context, cl *benchClient, cfg benchConfig) (*sfuCall, 
 		return nil, err
 	}
 
-	api, err := sfuBotAPI()
-	if err != nil {
-		return nil, err
-	}
 	call := &sfuCall{done: make(chan struct{})}
 	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "camera", pub.id)
 	if err != nil {
 		return nil, fmt.Errorf("publisher track: %w", err)
 	}
-	if call.pub, err = newSFUBot(ctx, cl, api, pub, callID, track); err != nil {
+	if call.pub, err = newSFUBot(ctx, cl, pub, callID, track); err != nil {
 		return nil, err
 	}
 	for _, u := range users[1:] {
-		b, err := newSFUBot(ctx, cl, api, u, callID, nil)
+		b, err := newSFUBot(ctx, cl, u, callID, nil)
 		if err != nil {
 			return call, err
 		}
@@ -411,6 +408,7 @@ type sfuBot struct {
 	cl     *benchClient
 	callID string
 	api    *webrtc.API
+	mux    io.Closer // the bot's UDP socket
 	pc     *webrtc.PeerConnection
 	track  *webrtc.TrackLocalStaticRTP // the publisher's; nil for a subscriber
 	seqs   sfuSeqs
@@ -419,21 +417,24 @@ type sfuBot struct {
 
 	mu       sync.Mutex
 	attached bool
+	pending  []webrtc.ICECandidateInit // the server's, before its offer
 	errs     int
 	firstErr string
 }
 
-// sfuBotAPI builds the bots' WebRTC API. Like a browser, they negotiate NACK,
-// RTCP reports and transport-wide congestion control, so the server does
-// the work a real call makes it do.
-func sfuBotAPI() (*webrtc.API, error) {
+// sfuBotAPI builds a bot's WebRTC API. Like a browser, a bot negotiates
+// NACK, RTCP reports and transport-wide congestion control, so the server
+// does the work a real call makes it do. Its media go through one UDP socket
+// of its own with a large receive buffer, so that what a subscriber loses is
+// the server's doing more than the bench's scheduling.
+func sfuBotAPI() (*webrtc.API, io.Closer, error) {
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
-		return nil, fmt.Errorf("bot codecs: %w", err)
+		return nil, nil, fmt.Errorf("bot codecs: %w", err)
 	}
 	reg := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(me, reg); err != nil {
-		return nil, fmt.Errorf("bot interceptors: %w", err)
+		return nil, nil, fmt.Errorf("bot interceptors: %w", err)
 	}
 	var se webrtc.SettingEngine
 	quiet := logging.NewDefaultLoggerFactory()
@@ -441,16 +442,28 @@ func sfuBotAPI() (*webrtc.API, error) {
 	se.LoggerFactory = quiet
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)), nil
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bot socket: %w", err)
+	}
+	_ = conn.SetReadBuffer(4 << 20) // capped at net.core.rmem_max
+	mux := webrtc.NewICEUDPMux(quiet.NewLogger("udpmux"), conn)
+	se.SetICEUDPMux(mux)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(se)), mux, nil
 }
 
-func newSFUBot(ctx context.Context, cl *benchClient, api *webrtc.API, u benchUser, callID string, track *webrtc.TrackLocalStaticRTP) (*sfuBot, error) {
+func newSFUBot(ctx context.Context, cl *benchClient, u benchUser, callID string, track *webrtc.TrackLocalStaticRTP) (*sfuBot, error) {
+	api, mux, err := sfuBotAPI()
+	if err != nil {
+		return nil, err
+	}
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
+		_ = mux.Close()
 		return nil, fmt.Errorf("peer connection for %s: %w", u.name, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	b := &sfuBot{user: u, cl: cl, callID: callID, api: api, pc: pc, track: track, cancel: cancel}
+	b := &sfuBot{user: u, cl: cl, callID: callID, api: api, mux: mux, pc: pc, track: track, cancel: cancel}
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		if c == nil {
 			return
@@ -487,6 +500,7 @@ func newSFUBot(ctx context.Context, cl *benchClient, api *webrtc.API, u benchUse
 	if err != nil {
 		cancel()
 		_ = pc.Close()
+		_ = mux.Close()
 		return nil, fmt.Errorf("Signals as %s: %w", u.name, err)
 	}
 	b.wg.Go(func() {
@@ -510,6 +524,15 @@ func (b *sfuBot) handle(ctx context.Context, m *parleyv1.SignalsResponse) {
 			b.fail(err)
 			return
 		}
+		b.mu.Lock()
+		pending := b.pending
+		b.pending = nil
+		b.mu.Unlock()
+		for _, c := range pending {
+			if err := b.pc.AddICECandidate(c); err != nil {
+				b.fail(fmt.Errorf("add candidate: %w", err))
+			}
+		}
 		answer, err := b.pc.CreateAnswer(nil)
 		if err == nil {
 			err = b.pc.SetLocalDescription(answer)
@@ -526,7 +549,15 @@ func (b *sfuBot) handle(ctx context.Context, m *parleyv1.SignalsResponse) {
 			i := uint16(c.GetSdpMlineIndex())
 			init.SDPMLineIndex = &i
 		}
-		if init.Candidate != "" {
+		switch {
+		case init.Candidate == "":
+		case b.pc.RemoteDescription() == nil:
+			// The server gathers as it sets its offer, so candidates may
+			// come first.
+			b.mu.Lock()
+			b.pending = append(b.pending, init)
+			b.mu.Unlock()
+		default:
 			if err := b.pc.AddICECandidate(init); err != nil {
 				b.fail(fmt.Errorf("add candidate: %w", err))
 			}
@@ -598,6 +629,7 @@ func (b *sfuBot) close() {
 	b.cancel()
 	_ = b.pc.Close()
 	b.wg.Wait()
+	_ = b.mux.Close()
 }
 
 // sfuSeqs is the set of packets a subscriber received, by extended sequence
