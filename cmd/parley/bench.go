@@ -54,7 +54,8 @@ Workloads:
       (12800 unless set) until the subscribers lose 0.5 % of a step's
       packets, then bisected; the server's CPU time per forwarded packet
       (process_cpu_seconds_total from its /metrics) and the highest
-      forwarded rate within the loss limit
+      forwarded rate within the loss limit (a rate that loses too much
+      is run once more before it counts as failed)
 
 Flags:
 `

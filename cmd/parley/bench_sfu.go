@@ -35,7 +35,7 @@ const (
 	// sfuMaxSubscribers is what a video call admits besides the publisher.
 	sfuMaxSubscribers = 15
 	// sfuMaxSteps bounds the ramp and the bisection.
-	sfuMaxSteps = 16
+	sfuMaxSteps = 20
 	// sfuDrain is the pause after each step's window, so packets in flight
 	// (and retransmissions the subscribers asked for) arrive before counting.
 	sfuDrain = 300 * time.Millisecond
@@ -71,8 +71,10 @@ type sfuReport struct {
 // sfuStep is one publisher rate, measured over the step less its warm-up.
 type sfuStep struct {
 	// Rate is the publisher's target packets/s; Sent what it sent in the
-	// window, PublisherRate the same per second.
+	// window, PublisherRate the same per second. Again marks the second run
+	// of a rate whose first lost too much.
 	Rate          float64 `json:"rate_per_s"`
+	Again         bool    `json:"again,omitempty"`
 	Sent          int64   `json:"sent"`
 	PublisherRate float64 `json:"publisher_rate_per_s"`
 	// Expected is Sent × subscribers; Received the distinct packets of the
@@ -114,12 +116,22 @@ func runSFU(ctx context.Context, cl *benchClient, cfg benchConfig) (*sfuReport, 
 		Workload: "sfu", Subscribers: cfg.subscribers, Media: "video/VP8", PayloadBytes: cfg.payload,
 		Step: cfg.step.String(), Warmup: warmup.String(), LossLimitPct: sfuLossLimit * 100,
 	}
+	// within runs a rate and reports whether it kept the loss under the
+	// limit. A rate that did not is run once more: on a machine shared with
+	// other work, one stall of the bots can lose a step's packets.
 	within := func(rate float64) (bool, error) {
 		s, err := call.run(ctx, cl, rate, warmup, cfg.step-warmup)
 		if err != nil {
 			return false, err
 		}
 		rep.Steps = append(rep.Steps, s)
+		if !s.within() && len(rep.Steps) < sfuMaxSteps {
+			if s, err = call.run(ctx, cl, rate, warmup, cfg.step-warmup); err != nil {
+				return false, err
+			}
+			s.Again = true
+			rep.Steps = append(rep.Steps, s)
+		}
 		if !s.within() {
 			return false, nil
 		}
@@ -762,10 +774,18 @@ func (r *sfuReport) table(w io.Writer) {
 	fmt.Fprintf(w, "SFU: 1 publisher → %d subscribers, %s with %d-byte payloads, %s per step (%s warm-up), doubling until loss ≥ %.1f %%, then bisecting\n",
 		r.Subscribers, r.Media, r.PayloadBytes, r.Step, r.Warmup, r.LossLimitPct)
 	fmt.Fprintf(w, "  %9s %9s %10s %8s %8s %9s %12s %8s %9s\n", "target/s", "sent/s", "fwd pkt/s", "loss %", "srv CPU", "µs/pkt", "pkt/s/core", "bench", "UDP drop")
+	retried := false
 	for _, s := range r.Steps {
-		fmt.Fprintf(w, "  %9.0f %9.0f %10.0f %8.3f %7.0f%% %9.2f %12.0f %7.0f%% %9d\n",
-			s.Rate, s.PublisherRate, s.Forwarded, s.LossPct, 100*s.ServerCores, s.CPUPerPacketUs, s.PacketsPerCoreS,
+		again := " "
+		if s.Again {
+			again, retried = "*", true
+		}
+		fmt.Fprintf(w, "  %s%8.0f %9.0f %10.0f %8.3f %7.0f%% %9.2f %12.0f %7.0f%% %9d\n",
+			again, s.Rate, s.PublisherRate, s.Forwarded, s.LossPct, 100*s.ServerCores, s.CPUPerPacketUs, s.PacketsPerCoreS,
 			100*s.BenchCores, s.UDPDrops)
+	}
+	if retried {
+		fmt.Fprintf(w, "  (* the second run of a rate whose first lost too much)\n")
 	}
 	fmt.Fprintf(w, "  highest forwarded rate with loss < %.1f %%: %.0f packets/s (publisher %.0f/s), %.2f µs of server CPU per packet, %.0f packets/s per core\n",
 		r.LossLimitPct, r.BestForwarded, r.BestPublisherRate, r.BestCPUPerPacketUs, r.BestPacketsPerCoreS)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -122,7 +123,13 @@ func TestBench(t *testing.T) {
 	t.Run("sfu forwards the publisher's video to every subscriber and reads the server's CPU", func(t *testing.T) {
 		var r sfuReport
 		runBench(t, []string{"-target", url, "-workload", "sfu", "-subscribers", "2", "-rate", "100", "-max-rate", "200", "-step", "1s"}, &r)
-		if len(r.Steps) != 2 || r.Steps[0].Rate != 100 || r.Steps[1].Rate != 200 {
+		var rates []float64 // a rate that lost too much runs again
+		for _, s := range r.Steps {
+			if !s.Again {
+				rates = append(rates, s.Rate)
+			}
+		}
+		if !slices.Equal(rates, []float64{100, 200}) {
 			t.Fatalf("steps %+v, want 100 and 200 packets/s", r.Steps)
 		}
 		for _, s := range r.Steps {
