@@ -36,9 +36,12 @@ const (
 	sfuMaxSubscribers = 15
 	// sfuMaxSteps bounds the ramp and the bisection.
 	sfuMaxSteps = 20
-	// sfuDrain is the pause after each step's window, so packets in flight
-	// (and retransmissions the subscribers asked for) arrive before counting.
-	sfuDrain = 300 * time.Millisecond
+	// After each step's window the sender pauses until the subscribers have
+	// received nothing more for sfuQuiet (at most sfuMaxDrain), so packets
+	// queued on the way and retransmissions arrive before counting, and the
+	// next step starts with empty queues.
+	sfuQuiet    = 300 * time.Millisecond
+	sfuMaxDrain = 5 * time.Second
 	// sfuPrimeRate is the publisher's packets/s until every subscriber
 	// receives its video.
 	sfuPrimeRate = 50
@@ -83,17 +86,21 @@ type sfuStep struct {
 	Received int64   `json:"received"`
 	Lost     int64   `json:"lost"`
 	LossPct  float64 `json:"loss_pct"`
-	// Forwarded is Received per second of the window.
+	// LateMs is how long after the window the last of its packets arrived
+	// (at least the network's delay; more when queues built up).
+	LateMs float64 `json:"late_ms"`
+	// Forwarded is Received per second of the window and LateMs.
 	Forwarded float64 `json:"forwarded_per_s"`
-	// ServerCPU is the growth of the server's process_cpu_seconds_total over
-	// the window; ServerCores the same per second.
+	// ServerCPU is the growth of the server's process_cpu_seconds_total
+	// from the start of the window until its last packet arrived;
+	// ServerCores the same per second.
 	ServerCPU   float64 `json:"server_cpu_s"`
 	ServerCores float64 `json:"server_cores"`
 	// CPUPerPacketUs is ServerCPU per received packet; PacketsPerCoreS its
 	// inverse: forwarded packets per second of one core.
 	CPUPerPacketUs  float64 `json:"server_cpu_us_per_packet"`
 	PacketsPerCoreS float64 `json:"packets_per_core_s"`
-	// BenchCPU is this process's CPU time (the bots) over the window, and
+	// BenchCPU is this process's CPU time (the bots) over the same time, and
 	// UDPDrops the UDP datagrams this host dropped for full receive buffers
 	// (both 0 where /proc does not tell).
 	BenchCPU   float64 `json:"bench_cpu_s"`
@@ -303,28 +310,43 @@ func (c *sfuCall) run(ctx context.Context, cl *benchClient, rate float64, warmup
 		return s, ctx.Err()
 	}
 	to, elapsed := c.send.next.Load(), time.Since(t0)
+	c.send.setRate(0)
+	received := func() int64 {
+		var n int64
+		for _, b := range c.subs {
+			n += b.seqs.count(from, to)
+		}
+		return n
+	}
+	end := time.Now()
+	last, lastAt := received(), end
+	for time.Since(lastAt) < sfuQuiet && time.Since(end) < sfuMaxDrain && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+		if n := received(); n != last {
+			last, lastAt = n, time.Now()
+		}
+	}
+	// The server's work for the window ends when the last of it arrives.
 	cpu1, err := cl.serverCPU(ctx)
 	if err != nil {
 		return s, err
 	}
 	s.BenchCPU, s.UDPDrops = selfCPU()-bench0, udpRcvbufErrors()-drops0
-	c.send.setRate(0)
-	time.Sleep(sfuDrain)
+	s.LateMs = ms(lastAt.Sub(end))
+	busy := elapsed + lastAt.Sub(end)
 
 	s.Sent = int64(to - from)
 	s.PublisherRate = float64(s.Sent) / elapsed.Seconds()
 	s.Expected = s.Sent * int64(len(c.subs))
-	for _, b := range c.subs {
-		s.Received += b.seqs.count(from, to)
-	}
+	s.Received = last
 	s.Lost = s.Expected - s.Received
 	if s.Expected > 0 {
 		s.LossPct = 100 * float64(s.Lost) / float64(s.Expected)
 	}
-	s.Forwarded = float64(s.Received) / elapsed.Seconds()
+	s.Forwarded = float64(s.Received) / busy.Seconds()
 	s.ServerCPU = cpu1 - cpu0
-	s.ServerCores = s.ServerCPU / elapsed.Seconds()
-	s.BenchCores = s.BenchCPU / elapsed.Seconds()
+	s.ServerCores = s.ServerCPU / busy.Seconds()
+	s.BenchCores = s.BenchCPU / busy.Seconds()
 	if s.Received > 0 && s.ServerCPU > 0 {
 		s.CPUPerPacketUs = s.ServerCPU / float64(s.Received) * 1e6
 		s.PacketsPerCoreS = float64(s.Received) / s.ServerCPU
@@ -773,15 +795,15 @@ func udpRcvbufErrors() int64 {
 func (r *sfuReport) table(w io.Writer) {
 	fmt.Fprintf(w, "SFU: 1 publisher → %d subscribers, %s with %d-byte payloads, %s per step (%s warm-up), doubling until loss ≥ %.1f %%, then bisecting\n",
 		r.Subscribers, r.Media, r.PayloadBytes, r.Step, r.Warmup, r.LossLimitPct)
-	fmt.Fprintf(w, "  %9s %9s %10s %8s %8s %9s %12s %8s %9s\n", "target/s", "sent/s", "fwd pkt/s", "loss %", "srv CPU", "µs/pkt", "pkt/s/core", "bench", "UDP drop")
+	fmt.Fprintf(w, "  %9s %9s %10s %8s %8s %8s %9s %12s %8s %9s\n", "target/s", "sent/s", "fwd pkt/s", "loss %", "late ms", "srv CPU", "µs/pkt", "pkt/s/core", "bench", "UDP drop")
 	retried := false
 	for _, s := range r.Steps {
 		again := " "
 		if s.Again {
 			again, retried = "*", true
 		}
-		fmt.Fprintf(w, "  %s%8.0f %9.0f %10.0f %8.3f %7.0f%% %9.2f %12.0f %7.0f%% %9d\n",
-			again, s.Rate, s.PublisherRate, s.Forwarded, s.LossPct, 100*s.ServerCores, s.CPUPerPacketUs, s.PacketsPerCoreS,
+		fmt.Fprintf(w, "  %s%8.0f %9.0f %10.0f %8.3f %8.0f %7.0f%% %9.2f %12.0f %7.0f%% %9d\n",
+			again, s.Rate, s.PublisherRate, s.Forwarded, s.LossPct, s.LateMs, 100*s.ServerCores, s.CPUPerPacketUs, s.PacketsPerCoreS,
 			100*s.BenchCores, s.UDPDrops)
 	}
 	if retried {
