@@ -87,7 +87,7 @@ type sfuStep struct {
 	Lost     int64   `json:"lost"`
 	LossPct  float64 `json:"loss_pct"`
 	// LateMs is how long after the window the last of its packets arrived
-	// (at least the network's delay; more when queues built up).
+	// (polled every 50 ms; more than that when queues built up).
 	LateMs float64 `json:"late_ms"`
 	// Forwarded is Received per second of the window and LateMs.
 	Forwarded float64 `json:"forwarded_per_s"`
