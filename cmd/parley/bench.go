@@ -19,7 +19,7 @@ import (
 	"github.com/parley-chat/parley/gen/go/parley/v1/parleyv1connect"
 )
 
-const benchHelp = `Usage: parley bench -target URL -workload w1|w2|w3|w4|w5 [flags]
+const benchHelp = `Usage: parley bench -target URL -workload w1|w2|w3|w4|w5|sfu [flags]
 
 Drives a running "parley serve" over the network with the gRPC protocol on
 h2c and prints a table (with -json, one JSON object instead). It registers
@@ -47,6 +47,15 @@ Workloads:
       from its cursor; time until the last one arrives
   w5  -streams N [-server-pid PID]: N idle Subscribe streams; server RSS
       per stream (VmRSS from /proc/PID/status)
+  sfu -subscribers N [-rate R -step S -max-rate M -payload B]: a video
+      call of one publisher and N subscribers (Pion bots, at most 15),
+      joined through Signals; the publisher sends synthetic VP8 RTP of B-byte
+      payloads at R packets/s (200 unless set), doubled every step up to M
+      (12800 unless set) until the subscribers lose 0.5 % of a step's
+      packets, then bisected; the server's CPU time per forwarded packet
+      (process_cpu_seconds_total from its /metrics) and the highest
+      forwarded rate within the loss limit (a rate that loses too much
+      is run once more before it counts as failed)
 
 Flags:
 `
@@ -75,6 +84,8 @@ type benchConfig struct {
 	members      int
 	maxRate      float64
 	deliverLimit time.Duration
+	subscribers  int
+	payload      int
 }
 
 func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
@@ -86,19 +97,21 @@ func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
 	}
 	var c benchConfig
 	fs.StringVar(&c.target, "target", "http://127.0.0.1:8080", "base URL of the server (h2c)")
-	fs.StringVar(&c.workload, "workload", "w1", "w1, w2, w3, w4 or w5")
+	fs.StringVar(&c.workload, "workload", "w1", "w1, w2, w3, w4, w5 or sfu")
 	fs.IntVar(&c.pairs, "pairs", 10, "w1, w2: sender/receiver pairs (conversations)")
-	fs.Float64Var(&c.rate, "rate", 200, "w1: total messages per second over all pairs; w3: the fixed rate into the group, 20 unless set")
+	fs.Float64Var(&c.rate, "rate", 200, "w1: total messages per second over all pairs; w3: the fixed rate into the group, 20 unless set; sfu: the publisher's first packets/s")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "w1, w3: how long to send at -rate")
 	fs.IntVar(&c.members, "members", 500, "w3: members of the group, each with a stream open")
-	fs.Float64Var(&c.maxRate, "max-rate", 2560, "w3: the highest rate the ramp tries, messages per second")
+	fs.Float64Var(&c.maxRate, "max-rate", 2560, "w3: the highest rate the ramp tries, messages per second; sfu: the publisher's highest packets/s, 12800 unless set")
+	fs.IntVar(&c.subscribers, "subscribers", 8, "sfu: subscribers receiving the publisher's video, 1 to 15")
+	fs.IntVar(&c.payload, "payload", 1100, "sfu: bytes of VP8 payload in each RTP packet, 16 to 1200")
 	fs.DurationVar(&c.deliverLimit, "deliver-limit", 100*time.Millisecond, "w3: stop the ramp when p99 delivery latency exceeds this")
 	fs.IntVar(&c.messages, "messages", 10000, "w4: messages sent to the offline user")
 	fs.IntVar(&c.senders, "senders", 8, "w3: members who send; w4: concurrent Sends during the burst")
 	fs.IntVar(&c.streams, "streams", 1000, "w5: idle Subscribe streams to open")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "w5: server process id, to read its RSS (0: do not)")
 	fs.DurationVar(&c.hold, "hold", 0, "w5: keep the streams open this long after measuring, to inspect the server")
-	fs.DurationVar(&c.step, "step", 5*time.Second, "w2, w3: how long each level of concurrency (w3: rate) runs")
+	fs.DurationVar(&c.step, "step", 5*time.Second, "w2, w3, sfu: how long each level of concurrency (w3, sfu: rate) runs")
 	fs.IntVar(&c.maxSenders, "max-senders", 512, "w2: the most concurrent senders to try")
 	fs.DurationVar(&c.p99Limit, "p99-limit", 50*time.Millisecond, "w2: stop when p99 ack latency exceeds this")
 	fs.IntVar(&c.setup, "setup-concurrency", 16, "concurrent calls while registering users and opening streams")
@@ -107,14 +120,21 @@ func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	rateSet := false
-	fs.Visit(func(f *flag.Flag) { rateSet = rateSet || f.Name == "rate" })
-	if c.workload == "w3" && !rateSet {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.workload == "w3" && !set["rate"] {
 		c.rate = 20 // W3's figure of merit is latency at a modest group rate
 	}
+	if c.workload == "sfu" && !set["max-rate"] {
+		c.maxRate = 12800 // 200 packets/s doubled six times
+	}
 	switch {
-	case c.workload != "w1" && c.workload != "w2" && c.workload != "w3" && c.workload != "w4" && c.workload != "w5":
-		return c, fmt.Errorf("-workload must be w1, w2, w3, w4 or w5, not %q", c.workload)
+	case c.workload != "w1" && c.workload != "w2" && c.workload != "w3" && c.workload != "w4" && c.workload != "w5" && c.workload != "sfu":
+		return c, fmt.Errorf("-workload must be w1, w2, w3, w4, w5 or sfu, not %q", c.workload)
+	case c.subscribers < 1 || c.subscribers > sfuMaxSubscribers:
+		return c, fmt.Errorf("-subscribers must be 1 to %d: a video call admits 16 participants", sfuMaxSubscribers)
+	case c.payload < 16 || c.payload > 1200:
+		return c, fmt.Errorf("-payload must be 16 to 1200 bytes")
 	case c.members < 1 || c.maxRate <= 0 || c.deliverLimit <= 0:
 		return c, fmt.Errorf("-members, -max-rate and -deliver-limit must be positive")
 	case c.step <= 0 || c.maxSenders < 1 || c.p99Limit <= 0:
@@ -152,6 +172,8 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rep, err = runW4(ctx, cl, cfg)
 	case "w5":
 		rep, err = runW5(ctx, cl, cfg)
+	case "sfu":
+		rep, err = runSFU(ctx, cl, cfg)
 	}
 	if err != nil {
 		return fmt.Errorf("bench %s: %w", cfg.workload, err)
@@ -175,6 +197,8 @@ type benchClient struct {
 	auth   parleyv1connect.AuthServiceClient
 	msgs   parleyv1connect.MessagesServiceClient
 	groups parleyv1connect.GroupsServiceClient
+	calls  parleyv1connect.CallsServiceClient
+	target string
 	prefix string
 
 	pool []*http.Transport
@@ -184,12 +208,13 @@ type benchClient struct {
 }
 
 func newBenchClient(target string, conns int) *benchClient {
-	c := &benchClient{prefix: fmt.Sprintf("bn%08x", rand.Uint32())}
+	c := &benchClient{target: target, prefix: fmt.Sprintf("bn%08x", rand.Uint32())}
 	c.tr = h2cTransport()
 	hc := &http.Client{Transport: c.tr}
 	c.auth = parleyv1connect.NewAuthServiceClient(hc, target, connect.WithGRPC())
 	c.msgs = parleyv1connect.NewMessagesServiceClient(hc, target, connect.WithGRPC())
 	c.groups = parleyv1connect.NewGroupsServiceClient(hc, target, connect.WithGRPC())
+	c.calls = parleyv1connect.NewCallsServiceClient(hc, target, connect.WithGRPC())
 	for range conns {
 		// One connection per transport: an HTTP/2 transport multiplexes
 		// every call to a host over one connection while it can.

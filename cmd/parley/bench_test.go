@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -119,6 +120,34 @@ func TestBench(t *testing.T) {
 		}
 	})
 
+	t.Run("sfu forwards the publisher's video to every subscriber and reads the server's CPU", func(t *testing.T) {
+		var r sfuReport
+		runBench(t, []string{"-target", url, "-workload", "sfu", "-subscribers", "2", "-rate", "100", "-max-rate", "200", "-step", "1s"}, &r)
+		var rates []float64 // a rate that lost too much runs again
+		for _, s := range r.Steps {
+			if !s.Again {
+				rates = append(rates, s.Rate)
+			}
+		}
+		if !slices.Equal(rates, []float64{100, 200}) {
+			t.Fatalf("steps %+v, want 100 and 200 packets/s", r.Steps)
+		}
+		for _, s := range r.Steps {
+			if s.Sent == 0 || s.Expected != 2*s.Sent || s.Received == 0 || s.Received > s.Expected || s.Lost != s.Expected-s.Received {
+				t.Fatalf("step %+v: want packets sent, and received by 2 subscribers, at most once each", s)
+			}
+			if s.ServerCPU <= 0 || s.CPUPerPacketUs <= 0 || s.PacketsPerCoreS <= 0 || s.Forwarded <= 0 {
+				t.Fatalf("step %+v: want the server's CPU time and forwarded packets/s > 0", s)
+			}
+		}
+		// The server runs in this process, so its CPU time includes the
+		// bots': the figures are sane, not the server's own.
+		if r.BestForwarded <= 0 || r.BestCPUPerPacketUs <= 0 || r.SignalErrors != 0 {
+			t.Fatalf("best %v packets/s at %v µs each, signal errors %d (%s); want a step within the loss limit and no errors",
+				r.BestForwarded, r.BestCPUPerPacketUs, r.SignalErrors, r.FirstError)
+		}
+	})
+
 	t.Run("w5 opens idle streams and reads the server's RSS", func(t *testing.T) {
 		var r w5Report
 		runBench(t, []string{"-target", url, "-workload", "w5", "-streams", "20", "-server-pid", strconv.Itoa(os.Getpid())}, &r)
@@ -205,5 +234,45 @@ func TestBenchW3RateDefaultsTo20(t *testing.T) {
 		if err != nil || c.rate != tt.want {
 			t.Errorf("parseBenchConfig(%v) rate = %v, %v; want %v", tt.args, c.rate, err, tt.want)
 		}
+	}
+}
+
+func TestBenchSFUFlags(t *testing.T) {
+	c, err := parseBenchConfig([]string{"-workload", "sfu"}, io.Discard)
+	if err != nil || c.maxRate != 12800 || c.rate != 200 || c.subscribers != 8 {
+		t.Errorf("parseBenchConfig(-workload sfu) = max rate %v, rate %v, %d subscribers, %v; want 12800, 200, 8", c.maxRate, c.rate, c.subscribers, err)
+	}
+	if c, _ := parseBenchConfig([]string{"-workload", "sfu", "-max-rate", "1000"}, io.Discard); c.maxRate != 1000 {
+		t.Errorf("-max-rate 1000 gave %v", c.maxRate)
+	}
+	for _, args := range [][]string{{"-subscribers", "16"}, {"-subscribers", "0"}, {"-payload", "1300"}} {
+		if _, err := parseBenchConfig(append([]string{"-workload", "sfu"}, args...), io.Discard); err == nil {
+			t.Errorf("parseBenchConfig(%v) = nil, want an error", args)
+		}
+	}
+}
+
+func TestSFUSeqsUnwrapAndCount(t *testing.T) {
+	var s sfuSeqs
+	// 70,000 packets, so the 16-bit numbers wrap; every tenth lost, and a
+	// late one and a duplicate among them.
+	for n := uint64(0); n < 70_000; n++ {
+		if n%10 == 0 {
+			continue
+		}
+		s.add(uint16(n))
+		if n == 65_541 {
+			s.add(uint16(65_530)) // late, from before the wrap
+			s.add(uint16(n - 2))  // duplicate
+		}
+	}
+	if got, want := s.count(0, 70_000), int64(63_001); got != want {
+		t.Errorf("count(0, 70000) = %d, want %d", got, want)
+	}
+	if got, want := s.count(65_530, 65_550), int64(19); got != want {
+		t.Errorf("count across the wrap = %d, want %d", got, want)
+	}
+	if got := s.count(70_000, 80_000); got != 0 {
+		t.Errorf("count beyond the last = %d, want 0", got)
 	}
 }
