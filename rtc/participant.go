@@ -36,6 +36,7 @@ type Participant struct {
 	slots []*slot
 
 	events events
+	cands  candidateGate
 
 	// mu guards the negotiation state below and is held across the signaling
 	// calls into the PeerConnection, so offers and answers alternate.
@@ -122,7 +123,7 @@ func newParticipant(r *Room, id string, sig Signaler) (*Participant, error) {
 		if c != nil {
 			init = c.ToJSON()
 		}
-		p.emit(func(s Signaler) { s.Candidate(init) })
+		p.cands.send(p, init)
 	})
 	pc.OnConnectionStateChange(func(webrtc.PeerConnectionState) {
 		select {
@@ -340,6 +341,8 @@ func (p *Participant) negotiateLocked() {
 	restart := p.iceRestart && p.pc.CurrentRemoteDescription() != nil
 	offer, err := p.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: restart})
 	if err == nil {
+		p.cands.hold()
+		defer p.cands.release(p)
 		err = p.pc.SetLocalDescription(offer)
 	}
 	if err != nil {
@@ -553,6 +556,46 @@ func (p *Participant) watch() {
 
 // emit queues a call to the participant's Signaler.
 func (p *Participant) emit(fn func(Signaler)) { p.events.push(fn) }
+
+// candidateGate puts every local ICE candidate after the offer it belongs to.
+// Gathering starts in SetLocalDescription, before negotiateLocked queues the
+// offer, and a client handed a candidate first has no remote description to
+// add it to. Candidates found meanwhile wait for the offer. The gate has its
+// own lock, never held while calling Pion, whose gathering goroutine calls
+// send.
+type candidateGate struct {
+	mu      sync.Mutex
+	holding bool
+	held    []webrtc.ICECandidateInit
+}
+
+func (g *candidateGate) send(p *Participant, c webrtc.ICECandidateInit) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.holding {
+		g.held = append(g.held, c)
+		return
+	}
+	p.emit(func(s Signaler) { s.Candidate(c) })
+}
+
+func (g *candidateGate) hold() {
+	g.mu.Lock()
+	g.holding = true
+	g.mu.Unlock()
+}
+
+// release sends the candidates held, after the offer negotiateLocked queued
+// (it runs deferred, so after the offer whether or not one was made).
+func (g *candidateGate) release(p *Participant) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.holding = false
+	for _, c := range g.held {
+		p.emit(func(s Signaler) { s.Candidate(c) })
+	}
+	g.held = nil
+}
 
 // goroutine runs fn as one of the participant's goroutines, unless it closed.
 func (p *Participant) goroutine(fn func()) {

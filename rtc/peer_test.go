@@ -445,6 +445,14 @@ func (c *client) readRTCP(src rtc.Source, sender *webrtc.RTPSender) {
 }
 
 func (c *client) Candidate(cand webrtc.ICECandidateInit) {
+	c.mu.Lock()
+	early := len(c.offers) == 0 && c.dropped == 0
+	c.mu.Unlock()
+	if early {
+		// The Signaler is called in order, and a candidate belongs to an
+		// offer: one arriving first is an SFU bug a browser would choke on.
+		c.fail("%s: candidate %q before any offer", c.id, cand.Candidate)
+	}
 	c.update(func() { c.candidates = append(c.candidates, cand.Candidate) })
 	if cand.Candidate == "" {
 		return
