@@ -8,6 +8,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,6 +79,7 @@ type benchConfig struct {
 	hold         time.Duration
 	setup        int
 	json         bool
+	cpuProfile   string
 	step         time.Duration
 	maxSenders   int
 	p99Limit     time.Duration
@@ -117,6 +120,7 @@ func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.IntVar(&c.setup, "setup-concurrency", 16, "concurrent calls while registering users and opening streams")
 	fs.IntVar(&c.conns, "conns", 32, "HTTP/2 connections the simulated users spread over, as devices have their own")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of a table")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the bench's own CPU profile to this file (the load tool shares the machine it measures)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -157,6 +161,17 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseBenchConfig(args, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("create CPU profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("start CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	cl := newBenchClient(cfg.target, cfg.conns)
 	defer cl.close()
