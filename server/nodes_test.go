@@ -114,6 +114,36 @@ func TestLogoutOnOneNodeEndsStreamsOnAnother(t *testing.T) {
 	}
 }
 
+// When the relay never carries a logout (here the nodes listen on different
+// channels, as if every message were lost), the node's session watch still
+// ends the session's streams once its cached check runs out.
+func TestLogoutWhoseRelayMessageIsLostStillEndsStreams(t *testing.T) {
+	t.Parallel()
+	const ttl = 300 * time.Millisecond
+	cfg := func(channel string) func(*server.Config) {
+		return func(c *server.Config) {
+			c.RedisURL, c.RedisChannel, c.HeartbeatInterval, c.SessionCacheTTL = redisURL(t), channel, time.Hour, ttl
+		}
+	}
+	n1 := newEnv(t, cfg(testChannel()))
+	n2 := newEnvOn(t, n1.db, cfg(testChannel()))
+	_, b, conv := n1.pair("lostlogout_a", "lostlogout_b")
+	stream := openStream(t, n2, b, conv, 1)
+	if _, err := n1.auth().Logout(b.ctx(), &parleyv1.LogoutRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for stream.Receive() {
+	}
+	if connect.CodeOf(stream.Err()) != connect.CodeUnauthenticated {
+		t.Fatalf("stream ended with %v, want Unauthenticated", stream.Err())
+	}
+	// The cache's TTL plus one check interval, with room for a slow machine.
+	if elapsed := time.Since(start); elapsed > ttl+time.Second+time.Second {
+		t.Fatalf("stream on node 2 ended %v after logout on node 1, want within the session cache TTL and a second", elapsed)
+	}
+}
+
 func TestRedisRestartLosesNothing(t *testing.T) {
 	t.Parallel()
 	addr, err := startRedis(t, 0)

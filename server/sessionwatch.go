@@ -15,27 +15,19 @@ type sessionWatch struct {
 	hub      *hub
 	sessions *sessionCache
 	logger   *slog.Logger
-	stop     chan struct{}
+	cancel   context.CancelFunc
 	done     chan struct{}
 }
 
 func newSessionWatch(h *hub, sessions *sessionCache, every time.Duration, logger *slog.Logger) *sessionWatch {
-	w := &sessionWatch{hub: h, sessions: sessions, logger: logger, stop: make(chan struct{}), done: make(chan struct{})}
-	go w.run(every)
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &sessionWatch{hub: h, sessions: sessions, logger: logger, cancel: cancel, done: make(chan struct{})}
+	go w.run(ctx, every)
 	return w
 }
 
-func (w *sessionWatch) run(every time.Duration) {
+func (w *sessionWatch) run(ctx context.Context, every time.Duration) {
 	defer close(w.done)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-w.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -68,6 +60,6 @@ func (w *sessionWatch) check(ctx context.Context) {
 
 // Close stops the watch and waits for it.
 func (w *sessionWatch) Close() {
-	close(w.stop)
+	w.cancel()
 	<-w.done
 }
