@@ -33,6 +33,8 @@ interface ParleyHook {
   callState?: string;
   remoteTracks(): { userId: string; source: string; kind: string; muted: boolean }[];
   stats(): Promise<CallStats | undefined>;
+  /** setMuted mutes or unmutes this side's microphone or camera, as the buttons do. */
+  setMuted(source: "MICROPHONE" | "CAMERA", muted: boolean): Promise<void>;
   hangUp(): Promise<void>;
 }
 
@@ -61,6 +63,12 @@ const hook: ParleyHook = {
   remoteTracks: () =>
     (session?.remoteTracks() ?? []).map((t) => ({ userId: t.userId, source: TrackSource[t.source], kind: t.track.kind, muted: t.muted })),
   stats: async () => session?.stats(),
+  setMuted: async (source, muted) => {
+    if (session === undefined) {
+      throw new Error("not in a call");
+    }
+    await session.setMuted(TrackSource[source], muted);
+  },
   hangUp: async () => {
     await session?.hangUp();
   },

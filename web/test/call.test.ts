@@ -31,6 +31,10 @@ import { FriendRequestDecision, FriendRequestDirection } from "../../gen/es/parl
 const run = promisify(execFile);
 const webDir = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const repo = resolve(webDir, "..");
+const accessTokenTTLSeconds = 2;
+// tokenLeewaySeconds is the clock skew a node forgives an expired token
+// (server/authn.go).
+const tokenLeewaySeconds = 5;
 const parleyBin = process.env.PARLEY_BIN ?? join(repo, "bin", "parley");
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const localURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
@@ -93,6 +97,9 @@ async function startParley(db: Database, dataDir: string): Promise<Server> {
     PARLEY_RTC_UDP_ADDR: "127.0.0.1:0",
     PARLEY_RTC_LOOPBACK: "true",
     PARLEY_LOG_FORMAT: "json",
+    // Short-lived access tokens, so that the pages and the test's clients
+    // renew theirs (Refresh) several times during the call.
+    PARLEY_ACCESS_TOKEN_TTL: `${accessTokenTTLSeconds}s`,
   };
   const proc = spawn(parleyBin, ["serve"], { env, stdio: ["ignore", "pipe", "pipe"] });
   const logs: string[] = [];
@@ -328,6 +335,16 @@ test("two browsers in a video call decode each other's video and receive each ot
     assert.equal(await pages[who].locator(`figure[data-user="${other.id}"][data-source="camera"] video`).count(), 1);
     assert.equal(await pages[who].locator(`figure[data-user="${other.id}"][data-source="microphone"] audio`).count(), 1);
   }
+
+  // Past the access tokens' lifetime (and the leeway), Alice mutes her
+  // microphone: the page renewed its token, the mute reaches the server, and
+  // Bob's page shows it.
+  await new Promise((ok) => setTimeout(ok, (accessTokenTTLSeconds + tokenLeewaySeconds + 1) * 1000));
+  await pages.alice.evaluate(() => window.parley.setMuted("MICROPHONE", true));
+  await waitFor("bob's page did not see alice's microphone muted", 10_000, async () => {
+    const tracks = await pages.bob.evaluate(() => window.parley.remoteTracks());
+    return tracks.some((r) => r.userId === alice.id && r.source === "MICROPHONE" && r.muted) ? true : undefined;
+  }, detail);
 
   // Alice hangs up: the call ends, and so do both pages' sessions.
   if (process.env.PARLEY_BROWSER_SCREENSHOTS) {
