@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"compress/gzip"
 	"context"
 	"io"
 	"net/http"
@@ -252,5 +253,47 @@ func TestWebDirServesTheWebClientBesideTheAPI(t *testing.T) {
 	// Without a web directory nothing is served at /.
 	if code, _ := newEnv(t).get("/"); code != http.StatusNotFound {
 		t.Errorf("GET / without a web directory = %d, want 404", code)
+	}
+}
+
+// Requests and responses may be gzip-compressed both ways: a client that
+// compresses what it sends is understood, and a response over the threshold
+// comes back as standard gzip that any client decodes.
+func TestGzipBothWays(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, _, conv := e.pair("gzip_a", "gzip_b")
+	body := strings.Repeat("the quick brown fox jumps over the lazy dog. ", 100)
+	c := e.msgs(connect.WithGRPC(), connect.WithSendGzip())
+	if _, err := c.Send(a.ctx(), rpcToConv(conv, body)); err != nil {
+		t.Fatalf("Send with a gzip-compressed request: %v", err)
+	}
+
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/parley.v1.MessagesService/ListMessages",
+		strings.NewReader(`{"conversationId":"`+conv+`","limit":10}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept-Encoding", "gzip") // set by hand: the transport leaves the body compressed
+	req.Header.Set("Authorization", "Bearer "+a.tokens.GetAccessToken())
+	res, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("ListMessages answered %d with Content-Encoding %q; want 200, gzip", res.StatusCode, res.Header.Get("Content-Encoding"))
+	}
+	zr, err := gzip.NewReader(res.Body)
+	if err != nil {
+		t.Fatalf("the response is not gzip: %v", err)
+	}
+	plain, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("decompress the response: %v", err)
+	}
+	if !strings.Contains(string(plain), body) {
+		t.Fatalf("the decompressed response lacks the message: %.200s", plain)
 	}
 }
