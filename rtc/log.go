@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/pion/logging"
 )
@@ -35,6 +36,19 @@ func (l pionLogger) Debugf(format string, args ...any) { l.logf(levelPionDebug, 
 func (l pionLogger) Info(msg string)                   { l.logf(slog.LevelDebug, "%s", msg) }
 func (l pionLogger) Infof(format string, args ...any)  { l.logf(slog.LevelDebug, format, args...) }
 func (l pionLogger) Warn(msg string)                   { l.logf(slog.LevelWarn, "%s", msg) }
-func (l pionLogger) Warnf(format string, args ...any)  { l.logf(slog.LevelWarn, format, args...) }
+func (l pionLogger) Warnf(format string, args ...any)  { l.logf(warnLevel(format), format, args...) }
 func (l pionLogger) Error(msg string)                  { l.logf(slog.LevelError, "%s", msg) }
 func (l pionLogger) Errorf(format string, args ...any) { l.logf(slog.LevelError, format, args...) }
+
+// unhandledRTCP is the start of the warning Pion gives for the first RTCP
+// packet of an SSRC no track declared. A participant that only receives
+// sends its receiver reports from such an SSRC, so every subscriber causes
+// one: expected, and no operator's concern.
+const unhandledRTCP = "Incoming unhandled RTCP ssrc"
+
+func warnLevel(format string) slog.Level {
+	if strings.HasPrefix(format, unhandledRTCP) {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
+}
