@@ -59,6 +59,16 @@ export interface InboundStats {
   totalSamplesReceived: number;
 }
 
+/**
+ * reopenForMs is how long a dropped Signals stream is retried: the server
+ * keeps a joined participant's place for 30 seconds.
+ */
+const reopenForMs = 25_000;
+const reopenFirstDelayMs = 250;
+const reopenMaxDelayMs = 4_000;
+/** terminalCodes end the session rather than reopening Signals: the call is over for this side, or it may not take part. */
+const terminalCodes = new Set([Code.FailedPrecondition, Code.NotFound, Code.PermissionDenied, Code.Unauthenticated, Code.InvalidArgument]);
+
 /** CallStats is a summary of RTCPeerConnection.getStats(). */
 export interface CallStats {
   connectionState: RTCPeerConnectionState;
@@ -94,6 +104,10 @@ export class CallSession {
   private readonly published = new Map<string, Omit<RemoteTrack, "track">>();
   private readonly receiving = new Map<string, RemoteTrack>();
   private done = false;
+  /** streamAbort cancels the current Signals stream only. */
+  private streamAbort: AbortController | undefined;
+  /** reopened counts the times Signals was opened again after it dropped. */
+  reopened = 0;
 
   constructor(calls: Client<typeof CallsService>, callId: string, iceServers: IceServer[], local: MediaStream, events: CallEvents = {}) {
     this.calls = calls;
@@ -124,13 +138,55 @@ export class CallSession {
     );
   }
 
+  /**
+   * run handles Signals until the call ends. A stream that drops (the
+   * network, a server restarting) is opened again for as long as the server
+   * keeps a joined participant's place; the server answers a new stream with
+   * the call's state and a fresh offer.
+   */
   private async run(): Promise<void> {
-    const stream = this.calls.signals({ callId: this.callId }, { signal: this.abort.signal });
-    // One message at a time, in order: an offer must be set before the
-    // candidates that follow it are added.
-    for await (const m of stream) {
-      await this.handle(m);
+    let droppedAt: number | undefined;
+    let delay = reopenFirstDelayMs;
+    for (;;) {
+      const ctl = new AbortController();
+      const stop = () => ctl.abort();
+      this.abort.signal.addEventListener("abort", stop);
+      this.streamAbort = ctl;
+      try {
+        const stream = this.calls.signals({ callId: this.callId }, { signal: ctl.signal });
+        // One message at a time, in order: an offer must be set before the
+        // candidates that follow it are added.
+        for await (const m of stream) {
+          if (droppedAt !== undefined) {
+            droppedAt = undefined;
+            delay = reopenFirstDelayMs;
+            this.reopened++;
+            this.log("Signals open again");
+          }
+          await this.handle(m);
+        }
+        return; // the call ended, or this side left it
+      } catch (err) {
+        const code = ConnectError.from(err).code;
+        if (this.abort.signal.aborted || terminalCodes.has(code)) {
+          throw err;
+        }
+        droppedAt ??= Date.now();
+        if (Date.now() - droppedAt > reopenForMs) {
+          throw err;
+        }
+        this.log(`Signals dropped (${errorText(err)}); opening it again`);
+        await new Promise((ok) => setTimeout(ok, delay));
+        delay = Math.min(delay * 2, reopenMaxDelayMs);
+      } finally {
+        this.abort.signal.removeEventListener("abort", stop);
+      }
     }
+  }
+
+  /** dropSignals ends the current Signals stream as a network failure would; the session opens it again. */
+  dropSignals(): void {
+    this.streamAbort?.abort();
   }
 
   private async handle(m: SignalsResponse): Promise<void> {

@@ -35,6 +35,9 @@ interface ParleyHook {
   stats(): Promise<CallStats | undefined>;
   /** setMuted mutes or unmutes this side's microphone or camera, as the buttons do. */
   setMuted(source: "MICROPHONE" | "CAMERA", muted: boolean): Promise<void>;
+  /** dropSignals ends the Signals stream as a network failure would; reopened() counts how often it was opened again. */
+  dropSignals(): void;
+  reopened(): number;
   hangUp(): Promise<void>;
 }
 
@@ -69,6 +72,8 @@ const hook: ParleyHook = {
     }
     await session.setMuted(TrackSource[source], muted);
   },
+  dropSignals: () => session?.dropSignals(),
+  reopened: () => session?.reopened ?? 0,
   hangUp: async () => {
     await session?.hangUp();
   },

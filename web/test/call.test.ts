@@ -346,6 +346,18 @@ test("two browsers in a video call decode each other's video and receive each ot
     return tracks.some((r) => r.userId === alice.id && r.source === "MICROPHONE" && r.muted) ? true : undefined;
   }, detail);
 
+  // Alice's Signals stream drops: her page opens it again, she stays in the
+  // call, and what she signals next still reaches Bob.
+  await pages.alice.evaluate(() => window.parley.dropSignals());
+  await waitFor("alice's page did not open Signals again", 10_000, async () =>
+    (await pages.alice.evaluate(() => window.parley.reopened())) >= 1 ? true : undefined, detail);
+  assert.equal((await hook.state(pages.alice)).state, "in-call", "alice's page after Signals dropped");
+  await pages.alice.evaluate(() => window.parley.setMuted("MICROPHONE", false));
+  await waitFor("bob's page did not see alice's microphone unmuted after her Signals came back", 10_000, async () => {
+    const tracks = await pages.bob.evaluate(() => window.parley.remoteTracks());
+    return tracks.some((r) => r.userId === alice.id && r.source === "MICROPHONE" && !r.muted) ? true : undefined;
+  }, detail);
+
   // Alice hangs up: the call ends, and so do both pages' sessions.
   if (process.env.PARLEY_BROWSER_SCREENSHOTS) {
     for (const [who, p] of Object.entries(pages)) {
