@@ -21,12 +21,12 @@ import (
 // commitFixture is a database with users a, b and outsider, and the direct
 // conversation of a and b (b keeps the default privacy: strangers limited).
 type commitFixture struct {
-	t                 *testing.T
-	db                *db.DB
-	hub               *hub
-	c                 *committer
-	a, b, outsider    string
-	direct, emptyConv string
+	t              *testing.T
+	db             *db.DB
+	hub            *hub
+	c              *committer
+	a, b, outsider string
+	direct         string
 }
 
 func newCommitFixture(t *testing.T) *commitFixture {

@@ -170,9 +170,9 @@ func TestGroupCreateGetListAndMembers(t *testing.T) {
 			if pages > 4 {
 				t.Fatal("paging does not end")
 			}
-			page, err := ge.g.ListMembers(dave.ctx(), &parleyv1.ListMembersRequest{GroupId: g.GetId(), PageSize: 1, PageToken: token})
+			_, err := ge.g.ListMembers(dave.ctx(), &parleyv1.ListMembersRequest{GroupId: g.GetId(), PageSize: 1, PageToken: token})
 			wantCode(t, err, connect.CodeNotFound) // dave is not in it
-			page, err = ge.g.ListMembers(bob.ctx(), &parleyv1.ListMembersRequest{GroupId: g.GetId(), PageSize: 1, PageToken: token})
+			page, err := ge.g.ListMembers(bob.ctx(), &parleyv1.ListMembersRequest{GroupId: g.GetId(), PageSize: 1, PageToken: token})
 			ge.must(t, "ListMembers", err)
 			for i, m := range page.GetMembers() {
 				members = append(members, m.GetUserId())

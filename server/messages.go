@@ -548,6 +548,9 @@ func (s *messagesService) ListMessages(ctx context.Context, req *parleyv1.ListMe
 		rows, err = s.db.ListMessagesBefore(ctx, db.ListMessagesBeforeParams{
 			ConversationID: m.ConversationID, BeforeSeq: before, FromSeq: lo, MaxRows: int32(limit + 1),
 		})
+		if err != nil {
+			return nil, fmt.Errorf("list messages: %w", err)
+		}
 		slices.Reverse(rows)
 		if len(rows) > limit {
 			return s.messagesPage(ctx, c.UserID, rows[1:], true) // the extra row is the oldest
