@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,7 @@ import (
 	"github.com/parley-chat/parley/gen/go/parley/v1/parleyv1connect"
 )
 
-const benchHelp = `Usage: parley bench -target URL -workload w1|w2|w3|w4|w5|sfu [flags]
+const benchHelp = `Usage: parley bench -target URL -workload w1|w2|w3|w4|w5|sfu|rpc [flags]
 
 Drives a running "parley serve" over the network with the gRPC protocol on
 h2c and prints a table (with -json, one JSON object instead). It registers
@@ -59,6 +60,14 @@ Workloads:
       (process_cpu_seconds_total from its /metrics) and the highest
       forwarded rate within the loss limit (a rate that loses too much
       is run once more before it counts as failed)
+  rpc -pairs N [-step D -max-senders M -p99-limit L]: W2's ramp over the
+      same connections, of GetIceServers calls by N users: an RPC that
+      touches no database, so its best rate is the ceiling the RPC layer
+      alone sets on this machine, W2's yardstick
+
+W2 and rpc also report each level's CPU per operation: the server's (from
+its /metrics), the load tool's, and the rest of the machine's (/proc/stat;
+the database's, when it shares the machine).
 
 Flags:
 `
@@ -101,8 +110,8 @@ func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
 	}
 	var c benchConfig
 	fs.StringVar(&c.target, "target", "http://127.0.0.1:8080", "base URL of the server (h2c)")
-	fs.StringVar(&c.workload, "workload", "w1", "w1, w2, w3, w4, w5 or sfu")
-	fs.IntVar(&c.pairs, "pairs", 10, "w1, w2: sender/receiver pairs (conversations)")
+	fs.StringVar(&c.workload, "workload", "w1", "w1, w2, w3, w4, w5, sfu or rpc")
+	fs.IntVar(&c.pairs, "pairs", 10, "w1, w2: sender/receiver pairs (conversations); rpc: users calling")
 	fs.Float64Var(&c.rate, "rate", 200, "w1: total messages per second over all pairs; w3: the fixed rate into the group, 20 unless set; sfu: the publisher's first packets/s")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "w1, w3: how long to send at -rate")
 	fs.IntVar(&c.members, "members", 500, "w3: members of the group, each with a stream open")
@@ -134,8 +143,8 @@ func parseBenchConfig(args []string, stderr io.Writer) (benchConfig, error) {
 		c.maxRate = 12800 // 200 packets/s doubled six times
 	}
 	switch {
-	case c.workload != "w1" && c.workload != "w2" && c.workload != "w3" && c.workload != "w4" && c.workload != "w5" && c.workload != "sfu":
-		return c, fmt.Errorf("-workload must be w1, w2, w3, w4, w5 or sfu, not %q", c.workload)
+	case !slices.Contains([]string{"w1", "w2", "w3", "w4", "w5", "sfu", "rpc"}, c.workload):
+		return c, fmt.Errorf("-workload must be w1, w2, w3, w4, w5, sfu or rpc, not %q", c.workload)
 	case c.subscribers < 1 || c.subscribers > sfuMaxSubscribers:
 		return c, fmt.Errorf("-subscribers must be 1 to %d: a video call admits 16 participants", sfuMaxSubscribers)
 	case c.payload < 16 || c.payload > 1200:
@@ -195,6 +204,8 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rep, err = runW5(ctx, cl, cfg)
 	case "sfu":
 		rep, err = runSFU(ctx, cl, cfg)
+	case "rpc":
+		rep, err = runRPC(ctx, cl, cfg)
 	}
 	if err != nil {
 		return fmt.Errorf("bench %s: %w", cfg.workload, err)
@@ -223,9 +234,11 @@ type benchClient struct {
 	prefix string
 
 	pool []*http.Transport
-	// poolMsgs[i] sends over pool[i]; newUser hands them out in turn.
-	poolMsgs []parleyv1connect.MessagesServiceClient
-	next     atomic.Uint64
+	// poolMsgs[i] and poolCalls[i] call over pool[i]; newUser hands them
+	// out in turn.
+	poolMsgs  []parleyv1connect.MessagesServiceClient
+	poolCalls []parleyv1connect.CallsServiceClient
+	next      atomic.Uint64
 }
 
 func newBenchClient(target string, conns int) *benchClient {
@@ -242,6 +255,7 @@ func newBenchClient(target string, conns int) *benchClient {
 		tr := h2cTransport()
 		c.pool = append(c.pool, tr)
 		c.poolMsgs = append(c.poolMsgs, parleyv1connect.NewMessagesServiceClient(&http.Client{Transport: tr}, target, connect.WithGRPC()))
+		c.poolCalls = append(c.poolCalls, parleyv1connect.NewCallsServiceClient(&http.Client{Transport: tr}, target, connect.WithGRPC()))
 	}
 	return c
 }
@@ -264,8 +278,9 @@ type benchUser struct {
 	id    string
 	name  string
 	token string
-	// msgs is the user's connection, as a device has its own.
-	msgs parleyv1connect.MessagesServiceClient
+	// msgs and calls use the user's connection, as a device has its own.
+	msgs  parleyv1connect.MessagesServiceClient
+	calls parleyv1connect.CallsServiceClient
 }
 
 // authed returns a context whose calls carry the user's access token. Each
@@ -298,9 +313,10 @@ func (c *benchClient) newUser(ctx context.Context, name string) (benchUser, erro
 	if err != nil {
 		return benchUser{}, limitError("log in "+name, err)
 	}
+	conn := c.next.Add(1) % uint64(len(c.poolMsgs))
 	u := benchUser{
 		id: reg.GetUser().GetId(), name: name, token: login.GetTokens().GetAccessToken(),
-		msgs: c.poolMsgs[c.next.Add(1)%uint64(len(c.poolMsgs))],
+		msgs: c.poolMsgs[conn], calls: c.poolCalls[conn],
 	}
 	if _, err := c.auth.UpdatePrivacy(u.authed(ctx), &parleyv1.UpdatePrivacyRequest{MessagePrivacy: parleyv1.MessagePrivacy_MESSAGE_PRIVACY_EVERYONE}); err != nil {
 		return benchUser{}, fmt.Errorf("update privacy of %s: %w", name, err)

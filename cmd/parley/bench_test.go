@@ -71,6 +71,11 @@ func TestBench(t *testing.T) {
 			if s.Errors != 0 || s.Acked == 0 || s.Ack.P99 <= 0 {
 				t.Fatalf("step %+v: want acks, latencies and no errors", s)
 			}
+			// The server and the load tool share this machine: both
+			// spend CPU on every message, and the machine is busy.
+			if c := s.CPU; c == nil || c.ServerUs <= 0 || c.BenchUs <= 0 || c.Busy <= 0 || c.Busy > 1 {
+				t.Fatalf("step %+v: CPU %+v, want server and bench time per message > 0 and busy in (0, 1]", s, s.CPU)
+			}
 			acked += s.Acked
 		}
 		if r.BestRate <= 0 || r.BestSenders == 0 {
@@ -79,6 +84,22 @@ func TestBench(t *testing.T) {
 		// Each conversation's first message (from setup) is delivered too.
 		if d := r.Deliveries; d.Lost != 0 || d.Duplicates != 0 || d.OutOfOrder != 0 || d.Delivered < acked {
 			t.Fatalf("deliveries %+v after %d acks, want all delivered once in order", d, acked)
+		}
+	})
+
+	t.Run("rpc ramps callers of an RPC without the database", func(t *testing.T) {
+		var r rpcReport
+		runBench(t, []string{"-target", url, "-workload", "rpc", "-pairs", "3", "-step", "300ms", "-max-senders", "4", "-p99-limit", "10s"}, &r)
+		if len(r.Steps) != 3 || r.Steps[2].Senders != 4 {
+			t.Fatalf("steps %+v, want 1, 2 and 4 callers", r.Steps)
+		}
+		for _, s := range r.Steps {
+			if s.Errors != 0 || s.Acked == 0 || s.Ack.P99 <= 0 || s.CPU == nil || s.CPU.ServerUs <= 0 {
+				t.Fatalf("step %+v: want calls, latencies, the server's CPU per call and no errors", s)
+			}
+		}
+		if r.BestRate <= 0 || r.BestCallers == 0 {
+			t.Fatalf("best rate %v with %d callers, want > 0", r.BestRate, r.BestCallers)
 		}
 	})
 
@@ -274,5 +295,37 @@ func TestSFUSeqsUnwrapAndCount(t *testing.T) {
 	}
 	if got := s.count(70_000, 80_000); got != 0 {
 		t.Errorf("count beyond the last = %d, want 0", got)
+	}
+}
+
+func TestRampDoublesThenBisects(t *testing.T) {
+	tests := []struct {
+		name     string
+		maxLevel int
+		limit    int // the highest level within; levels above fail
+		want     []int
+	}{
+		{"every level within stops at the most allowed", 8, 100, []int{1, 2, 4, 8}},
+		{"the first level failing tries nothing more", 8, 0, []int{1}},
+		{"a failure after doubling bisects down to an eighth", 512, 40, []int{1, 2, 4, 8, 16, 32, 64, 48, 40, 44}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []int
+			ramp(context.Background(), tt.maxLevel, func(level int) bool {
+				got = append(got, level)
+				return level <= tt.limit
+			})
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("levels %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMachineCPUCountsBusyTime(t *testing.T) {
+	busy, all := machineCPU()
+	if all <= 0 || busy <= 0 || busy >= all {
+		t.Fatalf("busy %v of %v CPU seconds, want 0 < busy < all on Linux", busy, all)
 	}
 }

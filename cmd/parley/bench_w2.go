@@ -32,6 +32,7 @@ type w2Step struct {
 	Errors  int     `json:"errors"`
 	Rate    float64 `json:"rate_per_s"`
 	Ack     latency `json:"ack_latency"`
+	CPU     *cpuUse `json:"cpu,omitempty"`
 }
 
 func runW2(ctx context.Context, cl *benchClient, cfg benchConfig) (*w2Report, error) {
@@ -49,7 +50,9 @@ func runW2(ctx context.Context, cl *benchClient, cfg benchConfig) (*w2Report, er
 	var next atomic.Int64 // spreads the senders' messages over the conversations
 	// within runs a level and reports whether it kept the limit.
 	within := func(senders int) bool {
+		start := cl.cpuMark(ctx)
 		step := w2Run(ctx, cl, pairs, maxSeq, &next, senders, cfg.step)
+		step.CPU = cl.cpuMark(ctx).since(start, step.Acked)
 		rep.Steps = append(rep.Steps, step)
 		if step.Errors > 0 || step.Ack.P99 > ms(cfg.p99Limit) {
 			return false
@@ -59,25 +62,7 @@ func runW2(ctx context.Context, cl *benchClient, cfg benchConfig) (*w2Report, er
 		}
 		return true
 	}
-	// Double until a level fails, then bisect between the last good level
-	// and the failed one down to an eighth of it, so the answer is not off
-	// by up to half for the coarse doubling.
-	good, bad := 0, 0
-	for senders := 1; senders <= cfg.maxSenders; senders *= 2 {
-		if !within(senders) {
-			bad = senders
-			break
-		}
-		good = senders
-	}
-	for good > 0 && bad > 0 && bad-good > max(1, good/8) && ctx.Err() == nil {
-		mid := (good + bad) / 2
-		if within(mid) {
-			good = mid
-		} else {
-			bad = mid
-		}
-	}
+	ramp(ctx, cfg.maxSenders, within)
 	waitUntil(ctx, 5*time.Second, func() bool {
 		for i, p := range pairs {
 			if p.sub.lastSeq.Load() < maxSeq[i].Load() {
@@ -100,6 +85,19 @@ func runW2(ctx context.Context, cl *benchClient, cfg benchConfig) (*w2Report, er
 // as the previous one is acknowledged (closed loop: the rate is what the
 // server sustains).
 func w2Run(ctx context.Context, cl *benchClient, pairs []w1Pair, maxSeq []atomic.Int64, next *atomic.Int64, n int, d time.Duration) w2Step {
+	return closedLoop(ctx, n, d, func(int) error {
+		k := next.Add(1)
+		i := int(k) % len(pairs)
+		seq, err := cl.send(ctx, pairs[i].sender, pairs[i].convID, fmt.Sprintf("w2-%d", k))
+		for cur := maxSeq[i].Load(); seq > cur && !maxSeq[i].CompareAndSwap(cur, seq); cur = maxSeq[i].Load() {
+		}
+		return err
+	})
+}
+
+// closedLoop runs n callers for d, each calling call(its index) again as
+// soon as the previous call returns, and times every call.
+func closedLoop(ctx context.Context, n int, d time.Duration, call func(caller int) error) w2Step {
 	var (
 		mu      sync.Mutex
 		samples []time.Duration
@@ -108,15 +106,13 @@ func w2Run(ctx context.Context, cl *benchClient, pairs []w1Pair, maxSeq []atomic
 	)
 	start := time.Now()
 	deadline := start.Add(d)
-	for range n {
+	for c := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(deadline) && ctx.Err() == nil {
-				k := next.Add(1)
-				i := int(k) % len(pairs)
 				t0 := time.Now()
-				seq, err := cl.send(ctx, pairs[i].sender, pairs[i].convID, fmt.Sprintf("w2-%d", k))
+				err := call(c)
 				took := time.Since(t0)
 				mu.Lock()
 				if err != nil {
@@ -125,8 +121,6 @@ func w2Run(ctx context.Context, cl *benchClient, pairs []w1Pair, maxSeq []atomic
 					samples = append(samples, took)
 				}
 				mu.Unlock()
-				for cur := maxSeq[i].Load(); seq > cur && !maxSeq[i].CompareAndSwap(cur, seq); cur = maxSeq[i].Load() {
-				}
 			}
 		}()
 	}
@@ -135,12 +129,19 @@ func w2Run(ctx context.Context, cl *benchClient, pairs []w1Pair, maxSeq []atomic
 	return w2Step{Senders: n, Acked: len(samples), Errors: errs, Rate: float64(len(samples)) / elapsed.Seconds(), Ack: summarize(samples)}
 }
 
+// stepRows prints the levels of a closed-loop ramp, headed by what a level
+// counts (senders, callers) and its unit of rate.
+func stepRows(w io.Writer, who, rate string, steps []w2Step) {
+	fmt.Fprintf(w, "  %8s %10s %8s %8s %8s %8s %s\n", who, rate, "p50 ms", "p99 ms", "max ms", "errors", cpuHeader)
+	for _, s := range steps {
+		fmt.Fprintf(w, "  %8d %10.0f %8.2f %8.2f %8.2f %8d %s\n", s.Senders, s.Rate, s.Ack.P50, s.Ack.P99, s.Ack.Max, s.Errors, s.CPU.cells())
+	}
+	fmt.Fprintln(w, cpuLegend)
+}
+
 func (r *w2Report) table(w io.Writer) {
 	fmt.Fprintf(w, "W2: closed-loop senders over %d conversations, %s per level, doubling until p99 ack > %.0f ms, then bisecting\n", r.Conversations, r.Step, r.P99LimitMs)
-	fmt.Fprintf(w, "  %8s %10s %8s %8s %8s %8s\n", "senders", "msg/s", "p50 ms", "p99 ms", "max ms", "errors")
-	for _, s := range r.Steps {
-		fmt.Fprintf(w, "  %8d %10.0f %8.2f %8.2f %8.2f %8d\n", s.Senders, s.Rate, s.Ack.P50, s.Ack.P99, s.Ack.Max, s.Errors)
-	}
+	stepRows(w, "senders", "msg/s", r.Steps)
 	fmt.Fprintf(w, "  highest sustained rate within the limit: %.0f msg/s with %d senders\n", r.BestRate, r.BestSenders)
 	r.Deliveries.rows(w)
 	if r.StreamErrors > 0 {
