@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
 	"github.com/parley-chat/parley/server"
@@ -117,6 +119,74 @@ func TestBatchedCatchUpDeliversEveryEntryOnceInFewEvents(t *testing.T) {
 		last = res.GetSeq()
 		stream.Close()
 		cancel()
+	}
+}
+
+// Catch-up entries are encoded straight from their rows for binary
+// codecs and built as messages for JSON: every codec, batched or not, gets
+// the entries ListMessages returns, replies, recalls and deletions included.
+func TestCatchUpEntriesAreTheSameThroughEveryCodec(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *server.Config) { c.SendPerUser = server.Rate{} })
+	a, b, conv := e.pair("codec_a", "codec_b")
+	seedConversation(t, e, a, conv, 300)
+	reply := text("", "a reply", conv)
+	reply.ReplyToSeq = 2
+	res, err := e.msgs().Send(a.ctx(), reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.msgs().Recall(a.ctx(), &parleyv1.RecallRequest{ConversationId: conv, Seq: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.msgs().DeleteForMe(b.ctx(), &parleyv1.DeleteForMeRequest{ConversationId: conv, Seqs: []int64{4, res.GetSeq()}}); err != nil {
+		t.Fatal(err)
+	}
+	last := res.GetSeq() + 1 // the recall's own entry
+	var want []*parleyv1.Message
+	for after := int64(0); after < last; {
+		page, err := e.msgs().ListMessages(b.ctx(), &parleyv1.ListMessagesRequest{
+			ConversationId: conv, Position: &parleyv1.ListMessagesRequest_AfterSeq{AfterSeq: after}, Limit: 200,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, page.GetMessages()...)
+		after = page.GetMessages()[len(page.GetMessages())-1].GetSeq()
+	}
+	if int64(len(want)) != last || !want[3].GetDeleted() || !want[2].GetRecalled() || want[res.GetSeq()-1].GetReplyToSeq() != 2 {
+		t.Fatalf("ListMessages gave %d entries (want %d) without the deletion, recall or reply seeded", len(want), last)
+	}
+	codecs := map[string][]connect.ClientOption{
+		"gRPC":         {connect.WithGRPC()},
+		"Connect":      nil,
+		"Connect JSON": {connect.WithProtoJSON()},
+		"gRPC JSON":    {connect.WithGRPC(), connect.WithProtoJSON()},
+	}
+	for name, opts := range codecs {
+		for _, batch := range []bool{true, false} {
+			ctx, cancel := context.WithTimeout(b.ctx(), 20*time.Second)
+			stream, err := e.msgs(opts...).Subscribe(ctx, &parleyv1.SubscribeRequest{
+				Cursors:      []*parleyv1.Cursor{{ConversationId: conv, Seq: 0}},
+				BatchCatchUp: batch,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []*parleyv1.Message
+			for int64(len(got)) < last {
+				ev := rpcReceive(t, stream)
+				if m := ev.GetMessage(); m != nil && m.GetConversationId() == conv {
+					got = append(got, m)
+				}
+				got = append(got, ev.GetMessageBatch().GetMessages()...)
+			}
+			if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("%s, batch %v: catch-up differs from ListMessages (-want +got):\n%s", name, batch, diff)
+			}
+			stream.Close()
+			cancel()
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -60,6 +61,9 @@ type catchUp struct {
 	views  map[string]*streamView
 	// batch sends catch-up entries as message batches.
 	batch bool
+	// wire sends catch-up entries encoded from their rows, for a stream
+	// whose codec is binary.
+	wire bool
 }
 
 // Subscribe implements gap-free resume: register with the hub first, then
@@ -121,7 +125,10 @@ func (s *messagesService) openStream(ctx context.Context, req *parleyv1.Subscrib
 	}
 	st.sub = sub
 	s.presence.connect(ctx, c.UserID)
-	st.cu = &catchUp{s: s, userID: c.UserID, send: stream.Send, views: make(map[string]*streamView), batch: req.GetBatchCatchUp()}
+	st.cu = &catchUp{
+		s: s, userID: c.UserID, send: stream.Send, views: make(map[string]*streamView),
+		batch: req.GetBatchCatchUp(), wire: binaryCodec(stream.Conn().RequestHeader().Get("Content-Type")),
+	}
 	defer func() {
 		if err != nil {
 			err = st.close(err)
@@ -336,17 +343,25 @@ func (cu *catchUp) advance(ctx context.Context, convID string, upTo int64) error
 		if p.err != nil {
 			return p.err
 		}
-		if err := cu.sendEntries(p.msgs); err != nil {
+		send := cu.sendEntries
+		if p.wire != nil {
+			send = cu.sendWireEntries
+		}
+		if err := send(p); err != nil {
 			return err
 		}
-		v.delivered = p.msgs[len(p.msgs)-1].GetSeq()
+		v.delivered = p.last
 	}
 	return nil
 }
 
-// entryPage is one page of catch-up entries, or the error that ended them.
+// entryPage is one page of catch-up entries, or the error that ended them:
+// as messages, or for a binary stream as their encodings (see
+// appendEntryWire).
 type entryPage struct {
 	msgs []*parleyv1.Message
+	wire [][]byte
+	last int64 // the seq of the last entry
 	err  error
 }
 
@@ -365,14 +380,12 @@ func (cu *catchUp) readPages(ctx context.Context, convID string, after, upTo int
 		if len(rows) == 0 && err == nil {
 			return
 		}
-		p.msgs = make([]*parleyv1.Message, len(rows))
-		for i, r := range rows {
-			if p.msgs[i], err = messageToProto(r.Message); err != nil {
-				p.err = err
-				break
-			}
-			if r.Deleted {
-				markDeleted(p.msgs[i])
+		if err == nil {
+			p.last = rows[len(rows)-1].Message.Seq
+			if cu.wire {
+				p.wire = entriesWire(rows)
+			} else {
+				p.msgs, p.err = entriesToProto(rows)
 			}
 		}
 		select {
@@ -394,9 +407,75 @@ const (
 	maxBatchBytes   = 1 << 20
 )
 
+func entriesToProto(rows []db.ListUserEntriesAfterRow) ([]*parleyv1.Message, error) {
+	msgs := make([]*parleyv1.Message, len(rows))
+	for i, r := range rows {
+		m, err := messageToProto(r.Message)
+		if err != nil {
+			return nil, err
+		}
+		if r.Deleted {
+			markDeleted(m)
+		}
+		msgs[i] = m
+	}
+	return msgs, nil
+}
+
+// entriesWire encodes rows into one buffer, returning each entry's slice
+// of it.
+func entriesWire(rows []db.ListUserEntriesAfterRow) [][]byte {
+	size := 0
+	for _, r := range rows {
+		size += len(r.Message.Content) + 192 // ids, seqs, time: a little less
+	}
+	buf := make([]byte, 0, size)
+	out := make([][]byte, len(rows))
+	for i, r := range rows {
+		start := len(buf)
+		buf = appendEntryWire(buf, r.Message, r.Deleted)
+		out[i] = buf[start:len(buf):len(buf)]
+	}
+	return out
+}
+
+// sendWireEntries is sendEntries for a page of encoded entries.
+func (cu *catchUp) sendWireEntries(p entryPage) error {
+	entries := p.wire
+	if !cu.batch {
+		for _, e := range entries {
+			if err := cu.send(wireEvent(wireEventMessage, e)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for len(entries) > 0 {
+		n, size := 0, 0
+		for n < len(entries) && n < maxBatchEntries {
+			size += len(entries[n])
+			if n > 0 && size > maxBatchBytes {
+				break
+			}
+			n++
+		}
+		batch := make([]byte, 0, size+n*(protowire.SizeVarint(uint64(maxBatchBytes))+1))
+		for _, e := range entries[:n] {
+			batch = protowire.AppendTag(batch, wireBatchMessages, protowire.BytesType)
+			batch = protowire.AppendBytes(batch, e)
+		}
+		if err := cu.send(wireEvent(wireEventMessageBatch, batch)); err != nil {
+			return err
+		}
+		entries = entries[n:]
+	}
+	return nil
+}
+
 // sendEntries sends consecutive entries of one conversation: as batches to
 // a stream that asked for them, else one event each.
-func (cu *catchUp) sendEntries(msgs []*parleyv1.Message) error {
+func (cu *catchUp) sendEntries(p entryPage) error {
+	msgs := p.msgs
 	if !cu.batch {
 		for _, msg := range msgs {
 			if err := cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: msg}}); err != nil {
