@@ -31,18 +31,8 @@ func runRPC(ctx context.Context, cl *benchClient, cfg benchConfig) (*rpcReport, 
 	}
 	rep := &rpcReport{Workload: "rpc", Users: cfg.pairs, Step: cfg.step.String(), P99LimitMs: ms(cfg.p99Limit)}
 	var next int
-	ramp(ctx, cfg.maxSenders, func(callers int) bool {
-		start := cl.cpuMark(ctx)
-		step := rpcRun(ctx, users, &next, callers, cfg.step)
-		step.CPU = cl.cpuMark(ctx).since(start, step.Acked)
-		rep.Steps = append(rep.Steps, step)
-		if step.Errors > 0 || step.Ack.P99 > ms(cfg.p99Limit) {
-			return false
-		}
-		if step.Rate > rep.BestRate {
-			rep.BestRate, rep.BestCallers = step.Rate, callers
-		}
-		return true
+	rep.Steps, rep.BestRate, rep.BestCallers = rampLevels(ctx, cl, cfg, func(callers int) w2Step {
+		return rpcRun(ctx, users, &next, callers, cfg.step)
 	})
 	return rep, nil
 }

@@ -48,21 +48,9 @@ func runW2(ctx context.Context, cl *benchClient, cfg benchConfig) (*w2Report, er
 	rep := &w2Report{Workload: "w2", Conversations: cfg.pairs, Step: cfg.step.String(), P99LimitMs: ms(cfg.p99Limit)}
 	maxSeq := make([]atomic.Int64, len(pairs))
 	var next atomic.Int64 // spreads the senders' messages over the conversations
-	// within runs a level and reports whether it kept the limit.
-	within := func(senders int) bool {
-		start := cl.cpuMark(ctx)
-		step := w2Run(ctx, cl, pairs, maxSeq, &next, senders, cfg.step)
-		step.CPU = cl.cpuMark(ctx).since(start, step.Acked)
-		rep.Steps = append(rep.Steps, step)
-		if step.Errors > 0 || step.Ack.P99 > ms(cfg.p99Limit) {
-			return false
-		}
-		if step.Rate > rep.BestRate {
-			rep.BestRate, rep.BestSenders = step.Rate, senders
-		}
-		return true
-	}
-	ramp(ctx, cfg.maxSenders, within)
+	rep.Steps, rep.BestRate, rep.BestSenders = rampLevels(ctx, cl, cfg, func(senders int) w2Step {
+		return w2Run(ctx, cl, pairs, maxSeq, &next, senders, cfg.step)
+	})
 	waitUntil(ctx, 5*time.Second, func() bool {
 		for i, p := range pairs {
 			if p.sub.lastSeq.Load() < maxSeq[i].Load() {
@@ -93,6 +81,27 @@ func w2Run(ctx context.Context, cl *benchClient, pairs []w1Pair, maxSeq []atomic
 		}
 		return err
 	})
+}
+
+// rampLevels runs the ramp of W2 and rpc: run(level) for each level ramp
+// chooses, with the CPU it took, until a level has errors or its p99
+// passes -p99-limit. It returns the levels run and the highest rate within
+// the limit, with its level.
+func rampLevels(ctx context.Context, cl *benchClient, cfg benchConfig, run func(level int) w2Step) (steps []w2Step, best float64, bestLevel int) {
+	ramp(ctx, cfg.maxSenders, func(level int) bool {
+		start := cl.cpuMark(ctx)
+		step := run(level)
+		step.CPU = cl.cpuMark(ctx).since(start, step.Acked)
+		steps = append(steps, step)
+		if step.Errors > 0 || step.Ack.P99 > ms(cfg.p99Limit) {
+			return false
+		}
+		if step.Rate > best {
+			best, bestLevel = step.Rate, level
+		}
+		return true
+	})
+	return steps, best, bestLevel
 }
 
 // closedLoop runs n callers for d, each calling call(its index) again as
