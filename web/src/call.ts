@@ -367,8 +367,17 @@ export class CallSession {
     try {
       await this.calls.signal({ callId: this.callId, signal });
     } catch (err) {
+      const code = ConnectError.from(err).code;
       // After the call ended (or the stream was replaced) signals have nowhere to go.
-      if (this.done || ConnectError.from(err).code === Code.Canceled) {
+      if (this.done || code === Code.Canceled) {
+        return;
+      }
+      // The call ended for this side while the signal was on its way: an
+      // answer to an offer sent just before the end is refused as "not
+      // joined". The server ends Signals then, and how that stream ends
+      // says how the session ends, not this refusal.
+      if (code === Code.FailedPrecondition || code === Code.NotFound) {
+        this.log(`Signal refused (${errorText(err)}); Signals will say how the call ended`);
         return;
       }
       throw err;
