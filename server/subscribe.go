@@ -343,11 +343,7 @@ func (cu *catchUp) advance(ctx context.Context, convID string, upTo int64) error
 		if p.err != nil {
 			return p.err
 		}
-		send := cu.sendEntries
-		if p.wire != nil {
-			send = cu.sendWireEntries
-		}
-		if err := send(p); err != nil {
+		if err := cu.sendEntries(p); err != nil {
 			return err
 		}
 		v.delivered = p.last
@@ -396,7 +392,7 @@ func (cu *catchUp) readPages(ctx context.Context, convID string, after, upTo int
 		if p.err != nil {
 			return
 		}
-		after = rows[len(rows)-1].Message.Seq
+		after = p.last
 	}
 }
 
@@ -439,67 +435,57 @@ func entriesWire(rows []db.ListUserEntriesAfterRow) [][]byte {
 	return out
 }
 
-// sendWireEntries is sendEntries for a page of encoded entries.
-func (cu *catchUp) sendWireEntries(p entryPage) error {
-	entries := p.wire
-	if !cu.batch {
-		for _, e := range entries {
-			if err := cu.send(wireEvent(wireEventMessage, e)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for len(entries) > 0 {
-		n, size := 0, 0
-		for n < len(entries) && n < maxBatchEntries {
-			size += len(entries[n])
-			if n > 0 && size > maxBatchBytes {
-				break
-			}
-			n++
-		}
-		batch := make([]byte, 0, size+n*(protowire.SizeVarint(uint64(maxBatchBytes))+1))
-		for _, e := range entries[:n] {
-			batch = protowire.AppendTag(batch, wireBatchMessages, protowire.BytesType)
-			batch = protowire.AppendBytes(batch, e)
-		}
-		if err := cu.send(wireEvent(wireEventMessageBatch, batch)); err != nil {
-			return err
-		}
-		entries = entries[n:]
-	}
-	return nil
-}
-
-// sendEntries sends consecutive entries of one conversation: as batches to
-// a stream that asked for them, else one event each.
+// sendEntries sends a page of consecutive entries of one conversation: as
+// batches to a stream that asked for them, else one event each.
 func (cu *catchUp) sendEntries(p entryPage) error {
-	msgs := p.msgs
+	n := len(p.msgs)
+	one := func(i int) *parleyv1.SubscribeResponse {
+		return &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: p.msgs[i]}}
+	}
+	size := func(i int) int { return proto.Size(p.msgs[i]) }
+	batch := func(lo, hi int) *parleyv1.SubscribeResponse {
+		return &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_MessageBatch{
+			MessageBatch: &parleyv1.MessageBatch{Messages: p.msgs[lo:hi]},
+		}}
+	}
+	if p.wire != nil {
+		n = len(p.wire)
+		one = func(i int) *parleyv1.SubscribeResponse { return wireEvent(wireEventMessage, p.wire[i]) }
+		size = func(i int) int { return len(p.wire[i]) }
+		batch = func(lo, hi int) *parleyv1.SubscribeResponse {
+			c := 0
+			for _, e := range p.wire[lo:hi] {
+				c += len(e) + protowire.SizeVarint(uint64(len(e))) + 1
+			}
+			b := make([]byte, 0, c)
+			for _, e := range p.wire[lo:hi] {
+				b = protowire.AppendTag(b, wireBatchMessages, protowire.BytesType)
+				b = protowire.AppendBytes(b, e)
+			}
+			return wireEvent(wireEventMessageBatch, b)
+		}
+	}
 	if !cu.batch {
-		for _, msg := range msgs {
-			if err := cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: msg}}); err != nil {
+		for i := range n {
+			if err := cu.send(one(i)); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	for len(msgs) > 0 {
-		n, size := 0, 0
-		for n < len(msgs) && n < maxBatchEntries {
-			size += proto.Size(msgs[n])
-			if n > 0 && size > maxBatchBytes {
+	for lo := 0; lo < n; {
+		hi, total := lo, 0
+		for hi < n && hi-lo < maxBatchEntries {
+			total += size(hi)
+			if hi > lo && total > maxBatchBytes {
 				break
 			}
-			n++
+			hi++
 		}
-		err := cu.send(&parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_MessageBatch{
-			MessageBatch: &parleyv1.MessageBatch{Messages: msgs[:n]},
-		}})
-		if err != nil {
+		if err := cu.send(batch(lo, hi)); err != nil {
 			return err
 		}
-		msgs = msgs[n:]
+		lo = hi
 	}
 	return nil
 }
