@@ -251,6 +251,7 @@ func (s *Server) Handler() http.Handler {
 		connect.WithInterceptors(
 			observeInterceptor{logger: s.logger, metrics: s.metrics},
 			errorInterceptor{logger: s.logger},
+			textInterceptor{text: &textRule{}},
 			validate.NewInterceptor(),
 		),
 		connect.WithReadMaxBytes(s.cfg.MaxRequestBytes),
