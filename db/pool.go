@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -99,6 +100,15 @@ func checkDurability(ctx context.Context, pool *pgxpool.Pool) error {
 
 // IsNoRows reports whether err means a query found no row.
 func IsNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
+
+// IsDataError reports whether PostgreSQL refused err's statement for the
+// data it carried (SQLSTATE classes 22, data exception, and 23, integrity
+// constraint violation): the same statement without that data may succeed,
+// unlike after a lost connection or a server shutting down.
+func IsDataError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23"))
+}
 
 // IsUniqueViolation reports whether err is a unique-constraint violation
 // (SQLSTATE 23505), optionally of the named constraint.

@@ -20,7 +20,7 @@ import (
 // its conversations' row locks, allocates their seqs in queue order, writes
 // the batch with one statement and commits once. A Send is acknowledged only
 // after the commit that holds its message, and a message that fails its
-// checks fails alone.
+// checks, or that PostgreSQL refuses for its data, fails alone.
 //
 // The batch size adapts to load by itself: while a worker commits, the next
 // Sends queue up for the next worker, so an idle server commits each message
@@ -154,6 +154,18 @@ func (c *committer) commit(sends []*pendingSend) {
 	if c.metrics != nil {
 		c.metrics.batchSize.Observe(float64(len(sends)))
 		c.metrics.batchTime.Observe(time.Since(start).Seconds())
+	}
+	if err != nil && len(sends) > 1 && db.IsDataError(err) {
+		// PostgreSQL refused something one of the messages carries, and a
+		// statement fails whole: the others must not fail with it. Halves
+		// commit in queue order, each splitting again while it fails, so a
+		// bad message costs its batch about 2·log2(n) extra transactions
+		// and only the message at fault gets the error.
+		c.logger.Warn("append batch refused; retrying it in halves", "messages", len(sends), "error", err)
+		half := len(sends) / 2
+		c.commit(sends[:half])
+		c.commit(sends[half:])
+		return
 	}
 	if err != nil {
 		c.logger.Error("append batch", "messages", len(sends), "error", err)
