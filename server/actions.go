@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -127,18 +128,15 @@ func (s *messagesService) SendTyping(ctx context.Context, req *parleyv1.SendTypi
 	if err != nil {
 		return nil, err
 	}
-	if m.LeftSeq != nil {
-		return nil, errNotMember
+	// Typing reaches the others as a message does, so the rules of sending
+	// decide it: a blocked user, a muted member, a dissolved group (where
+	// nobody can answer, so nobody is typing) are refused.
+	cs, err := admissionState(ctx, s.db.Queries, m.ConversationID, m.Kind, m.LastSeq)
+	if err != nil {
+		return nil, err
 	}
-	if m.Kind == kindGroup {
-		// Nobody can answer in a dissolved group, so nobody is typing there.
-		g, err := s.db.GetGroup(ctx, m.ConversationID)
-		if err != nil {
-			return nil, fmt.Errorf("get group: %w", err)
-		}
-		if g.Group.DissolvedAt != nil {
-			return nil, errGroupDissolved
-		}
+	if _, err := admitSender(c.UserID, cs); err != nil {
+		return nil, err
 	}
 	// Starts are throttled per user and conversation, silently: a client that
 	// reports every keystroke still costs one event per interval. Stops always
@@ -148,16 +146,7 @@ func (s *messagesService) SendTyping(ctx context.Context, req *parleyv1.SendTypi
 			return &parleyv1.SendTypingResponse{}, nil
 		}
 	}
-	members, err := currentMembers(ctx, s.db.Queries, m.ConversationID)
-	if err != nil {
-		return nil, err
-	}
-	others := members[:0]
-	for _, id := range members {
-		if id != c.UserID {
-			others = append(others, id)
-		}
-	}
+	others := slices.DeleteFunc(cs.currentMembers(), func(id string) bool { return id == c.UserID })
 	s.hub.publish(others, "", &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Typing{Typing: &parleyv1.TypingEvent{
 		ConversationId: m.ConversationID, UserId: c.UserID, Typing: req.GetTyping(),
 	}}})

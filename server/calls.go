@@ -505,14 +505,13 @@ func (s *callsService) StartCall(ctx context.Context, req *parleyv1.StartCallReq
 		if err != nil {
 			return fmt.Errorf("lock conversation: %w", err)
 		}
-		members, err := q.ListMembersForAppend(ctx, []string{conv.ID})
-		if err != nil {
-			return fmt.Errorf("list members: %w", err)
-		}
 		// The rules of sending apply: whoever may not write here may not
 		// ring the others either.
-		cs := &conversationState{kind: conv.Kind, lastSeq: conv.LastSeq, members: members}
-		if _, err := admit(c.UserID, cs, &parleyv1.SendRequest{}); errors.Is(err, errAccountConversation) {
+		cs, err := admissionState(ctx, q, conv.ID, conv.Kind, conv.LastSeq)
+		if err != nil {
+			return err
+		}
+		if _, err := admitSender(c.UserID, cs); errors.Is(err, errAccountConversation) {
 			return invalidArgument("conversation_id", "parley.call_conversation", "calls are for direct and group conversations")
 		} else if err != nil {
 			return err

@@ -123,28 +123,15 @@ func appendEntry(ctx context.Context, q *db.Queries, p db.InsertMessageParams) (
 	return msg, nil
 }
 
-// admit applies the rules a message must pass: the sender is a current
-// member, replies and mentions point inside the conversation, and a direct
-// message respects the recipient's privacy setting. It returns the sender's
-// index in cs.members.
+// admit applies the rules a message must pass: the sender may write in the
+// conversation (admitSender), and replies and mentions point inside it. It
+// returns the sender's index in cs.members.
 func admit(senderID string, cs *conversationState, req *parleyv1.SendRequest) (int, error) {
-	members := cs.members
-	i := slices.IndexFunc(members, func(m db.ListMembersForAppendRow) bool { return m.UserID == senderID })
-	if i < 0 {
-		return 0, errConversationNotFound
+	i, err := admitSender(senderID, cs)
+	if err != nil {
+		return 0, err
 	}
-	me := members[i]
-	if me.LeftSeq != nil {
-		return 0, errNotMember
-	}
-	if cs.kind == int16(parleyv1.ConversationKind_CONVERSATION_KIND_ACCOUNT) {
-		return 0, errAccountConversation
-	}
-	if cs.kind == kindGroup {
-		if err := admitToGroup(me, time.Now()); err != nil {
-			return 0, err
-		}
-	}
+	members, me := cs.members, cs.members[i]
 	if r := req.GetReplyToSeq(); r != 0 && (r < me.JoinedSeq || r <= me.ClearedSeq || r > cs.lastSeq) {
 		return 0, invalidArgument("reply_to_seq", "parley.reply_in_view", "must be a message of this conversation you can see")
 	}
@@ -158,19 +145,64 @@ func admit(senderID string, cs *conversationState, req *parleyv1.SendRequest) (i
 			}
 		}
 	}
-	if cs.kind != int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT) {
-		return i, nil
+	return i, nil
+}
+
+// admitSender decides whether a user may cause anything the other members
+// of a conversation receive: a message, a typing indicator, a call. The
+// sender is a current member, the account conversation is the server's, a
+// group's rules (dissolved, muted) hold, and in a direct conversation
+// neither blocked the other and the recipient's privacy setting lets the
+// sender in. It returns the sender's index in cs.members.
+func admitSender(senderID string, cs *conversationState) (int, error) {
+	members := cs.members
+	i := slices.IndexFunc(members, func(m db.ListMembersForAppendRow) bool { return m.UserID == senderID })
+	if i < 0 {
+		return 0, errConversationNotFound
 	}
-	for _, peer := range members {
-		if peer.UserID == senderID {
-			continue
-		}
-		err := directRule(peer.MessagePrivacy, peer.HasPeerAsContact, me.BlocksPeer, peer.BlocksPeer, me.SentCount, peer.SentCount)
-		if err != nil {
+	me := members[i]
+	if me.LeftSeq != nil {
+		return 0, errNotMember
+	}
+	switch cs.kind {
+	case int16(parleyv1.ConversationKind_CONVERSATION_KIND_ACCOUNT):
+		return 0, errAccountConversation
+	case kindGroup:
+		if err := admitToGroup(me, time.Now()); err != nil {
 			return 0, err
+		}
+	case int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT):
+		for _, peer := range members {
+			if peer.UserID == senderID {
+				continue
+			}
+			err := directRule(peer.MessagePrivacy, peer.HasPeerAsContact, me.BlocksPeer, peer.BlocksPeer, me.SentCount, peer.SentCount)
+			if err != nil {
+				return 0, err
+			}
 		}
 	}
 	return i, nil
+}
+
+// admissionState reads what admitSender needs of one conversation: its
+// members with the inputs of the rules. Under the conversation's lock it is
+// exact; without it, a snapshot good enough for what is never stored.
+func admissionState(ctx context.Context, q *db.Queries, convID string, kind int16, lastSeq int64) (*conversationState, error) {
+	cs := &conversationState{kind: kind, lastSeq: lastSeq}
+	if kind == kindGroup {
+		rows, err := q.ListGroupMembersForAppend(ctx, []string{convID})
+		if err != nil {
+			return nil, fmt.Errorf("list group members: %w", err)
+		}
+		cs.members = groupRows(rows)
+		return cs, nil
+	}
+	var err error
+	if cs.members, err = q.ListMembersForAppend(ctx, []string{convID}); err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	return cs, nil
 }
 
 // admitToGroup applies a group's rules to its sender: a dissolved group is
@@ -306,9 +338,6 @@ func sendContent(req *parleyv1.SendRequest) (int16, []byte, error) {
 // directConversation returns the direct conversation of two users, creating
 // it on first use. Two first messages racing create one conversation.
 func (s *messagesService) directConversation(ctx context.Context, me, peer string) (string, error) {
-	if peer == me {
-		return "", invalidArgument("user_id", "parley.not_self", "cannot start a direct conversation with yourself")
-	}
 	low, high := min(me, peer), max(me, peer)
 	id, err := s.db.GetDirectConversationID(ctx, db.GetDirectConversationIDParams{UserLow: low, UserHigh: high})
 	if err == nil {
@@ -318,22 +347,10 @@ func (s *messagesService) directConversation(ctx context.Context, me, peer strin
 		return "", fmt.Errorf("look up direct conversation: %w", err)
 	}
 	err = s.db.Tx(ctx, func(q *db.Queries) error {
-		recipient, err := q.GetUser(ctx, peer)
-		if db.IsNoRows(err) {
-			return errUserNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("get peer: %w", err)
-		}
 		// A conversation the recipient would refuse every message in is not
 		// created: they would see an empty conversation from a stranger, or
-		// from someone one of them blocked. The refusal is the one Send
-		// would give, so it reveals nothing Send does not.
-		rel, err := q.GetRelationship(ctx, db.GetRelationshipParams{UserID: peer, OtherID: me})
-		if err != nil {
-			return fmt.Errorf("get relationship: %w", err)
-		}
-		if err := directRule(recipient.MessagePrivacy, rel.IsContact, rel.BlockedByOther, rel.BlocksOther, 0, 0); err != nil {
+		// from someone one of them blocked.
+		if err := directAdmission(ctx, q, me, peer); err != nil {
 			return err
 		}
 		conv, err := q.CreateConversation(ctx, int16(parleyv1.ConversationKind_CONVERSATION_KIND_DIRECT))
@@ -361,9 +378,36 @@ func (s *messagesService) directConversation(ctx context.Context, me, peer strin
 	return id, err
 }
 
+// directAdmission applies the rules of a first direct message from me to
+// peer: NotFound for a user who does not exist, PermissionDenied when either
+// blocked the other or peer takes messages from contacts only. The refusal
+// is the one Send would give, so it reveals nothing Send does not.
+func directAdmission(ctx context.Context, q *db.Queries, me, peer string) error {
+	if peer == me {
+		return invalidArgument("user_id", "parley.not_self", "cannot start a direct conversation with yourself")
+	}
+	recipient, err := q.GetUser(ctx, peer)
+	if db.IsNoRows(err) {
+		return errUserNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("get peer: %w", err)
+	}
+	rel, err := q.GetRelationship(ctx, db.GetRelationshipParams{UserID: peer, OtherID: me})
+	if err != nil {
+		return fmt.Errorf("get relationship: %w", err)
+	}
+	return directRule(recipient.MessagePrivacy, rel.IsContact, rel.BlockedByOther, rel.BlocksOther, 0, 0)
+}
+
 func (s *messagesService) CreateDirectConversation(ctx context.Context, req *parleyv1.CreateDirectConversationRequest) (*parleyv1.CreateDirectConversationResponse, error) {
 	c, err := mustCaller(ctx)
 	if err != nil {
+		return nil, err
+	}
+	// The rules apply to a conversation that exists as to a new one: a user
+	// blocked, or kept out by friends-only, is not handed the conversation.
+	if err := directAdmission(ctx, s.db.Queries, c.UserID, req.GetUserId()); err != nil {
 		return nil, err
 	}
 	id, err := s.directConversation(ctx, c.UserID, req.GetUserId())
