@@ -109,39 +109,21 @@ func (r *textRule) walk(m protoreflect.Message, path []string) (string, error) {
 						return false
 					}
 				}
-				badPath, bad = r.walkValue(fd.MapValue(), mv, kp, nil)
+				badPath, bad = r.walkValue(fd.MapValue(), mv, kp, false, nil)
 				return bad == nil
 			})
 		case fd.IsList():
-			l := v.List()
+			l, uuid := v.List(), r.uuidRules(fd)[1]
 			for i := range l.Len() {
 				ip := append(p[:len(p):len(p)], "["+strconv.Itoa(i)+"]")
-				var canon func(string) (string, bool)
-				if r.uuidRules(fd)[1] {
-					canon = func(s string) (string, bool) {
-						if c, ok := canonicalUUID(s); ok {
-							l.Set(i, protoreflect.ValueOfString(c))
-							return c, true
-						}
-						return s, false
-					}
-				}
-				if badPath, bad = r.walkValue(fd, l.Get(i), ip, canon); bad != nil {
+				set := func(c string) { l.Set(i, protoreflect.ValueOfString(c)) }
+				if badPath, bad = r.walkValue(fd, l.Get(i), ip, uuid, set); bad != nil {
 					return false
 				}
 			}
 		default:
-			var canon func(string) (string, bool)
-			if r.uuidRules(fd)[0] {
-				canon = func(s string) (string, bool) {
-					if c, ok := canonicalUUID(s); ok {
-						m.Set(fd, protoreflect.ValueOfString(c))
-						return c, true
-					}
-					return s, false
-				}
-			}
-			badPath, bad = r.walkValue(fd, v, p, canon)
+			set := func(c string) { m.Set(fd, protoreflect.ValueOfString(c)) }
+			badPath, bad = r.walkValue(fd, v, p, r.uuidRules(fd)[0], set)
 		}
 		return bad == nil
 	})
@@ -149,13 +131,15 @@ func (r *textRule) walk(m protoreflect.Message, path []string) (string, error) {
 }
 
 // walkValue checks one value of field fd: a string itself, a message by
-// walking it. canon, when set, stores a UUID's canonical form.
-func (r *textRule) walkValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, path []string, canon func(string) (string, bool)) (string, error) {
+// walking it. A string declared a UUID (uuid) that is one in upper case is
+// stored lowered through set.
+func (r *textRule) walkValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, path []string, uuid bool, set func(string)) (string, error) {
 	switch fd.Kind() {
 	case protoreflect.StringKind:
 		s := v.String()
-		if canon != nil {
-			s, _ = canon(s)
+		if uuid && isUUID(s) && strings.ToLower(s) != s {
+			s = strings.ToLower(s)
+			set(s)
 		}
 		if err := checkText(s); err != nil {
 			return joinPath(path), err
@@ -182,16 +166,6 @@ func joinPath(path []string) string {
 		b.WriteString(p)
 	}
 	return b.String()
-}
-
-// canonicalUUID returns s lowered when it is a UUID in the 8-4-4-4-12
-// hexadecimal form with an upper-case letter; anything else is left for
-// protovalidate to judge.
-func canonicalUUID(s string) (string, bool) {
-	if !isUUID(s) || strings.ToLower(s) == s {
-		return s, false
-	}
-	return strings.ToLower(s), true
 }
 
 func (r *textRule) uuidRules(fd protoreflect.FieldDescriptor) [2]bool {
