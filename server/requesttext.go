@@ -168,13 +168,18 @@ func joinPath(path []string) string {
 	return b.String()
 }
 
+// uuidOrEmptyPattern is how an optional field whose empty value means
+// "remove" declares a UUID (avatar_media_id): protovalidate's uuid rule
+// refuses an empty value that is present.
+const uuidOrEmptyPattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+
 func (r *textRule) uuidRules(fd protoreflect.FieldDescriptor) [2]bool {
 	if v, ok := r.uuids.Load(fd.FullName()); ok {
 		return v.([2]bool)
 	}
 	var v [2]bool
 	if rules, ok := proto.GetExtension(fd.Options(), validate.E_Field).(*validate.FieldRules); ok && rules != nil {
-		v[0] = rules.GetString().GetUuid()
+		v[0] = rules.GetString().GetUuid() || rules.GetString().GetPattern() == uuidOrEmptyPattern
 		v[1] = rules.GetRepeated().GetItems().GetString().GetUuid()
 	}
 	r.uuids.Store(fd.FullName(), v)

@@ -182,3 +182,36 @@ func BenchmarkTextRuleSend(b *testing.B) {
 		}
 	}
 }
+
+// TestTextRuleKnowsEveryUUIDField: each request field whose rules accept
+// only UUIDs (by the uuid rule or the empty-or-UUID pattern) is lowered;
+// a field named like an id that is neither would escape canonical form.
+func TestTextRuleKnowsEveryUUIDField(t *testing.T) {
+	rule := &textRule{}
+	notUUIDs := map[string]bool{"client_msg_id": true, "code": true, "device_id": true, "track_id": true, "stream_id": true, "mid": true, "sdp_mid": true}
+	// Set by the server in what it returns; a Send's content carries them
+	// but the server ignores them and fills them from the stored media.
+	serverSet := map[protoreflect.FullName]bool{"parley.v1.ImageContent.thumbnail_media_id": true, "parley.v1.VideoContent.thumbnail_media_id": true}
+	var visit func(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]bool)
+	visit = func(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]bool) {
+		if seen[md.FullName()] {
+			return
+		}
+		seen[md.FullName()] = true
+		for i := range md.Fields().Len() {
+			fd := md.Fields().Get(i)
+			name := string(fd.Name())
+			if fd.Kind() == protoreflect.StringKind && !fd.IsMap() && (strings.HasSuffix(name, "_id") || strings.HasSuffix(name, "_ids")) && !notUUIDs[name] && !serverSet[fd.FullName()] {
+				if r := rule.uuidRules(fd); !r[0] && !r[1] {
+					t.Errorf("%s looks like an id but its rules do not declare a UUID", fd.FullName())
+				}
+			}
+			if fd.Kind() == protoreflect.MessageKind && !fd.IsMap() {
+				visit(fd.Message(), seen)
+			}
+		}
+	}
+	for _, mt := range requestTypes(t) {
+		visit(mt.Descriptor(), map[protoreflect.FullName]bool{})
+	}
+}

@@ -1495,11 +1495,11 @@ const file_parley_v1_auth_proto_rawDesc = "" +
 	"\fGetMeRequest\"j\n" +
 	"\rGetMeResponse\x12#\n" +
 	"\x04user\x18\x01 \x01(\v2\x0f.parley.v1.UserR\x04user\x124\n" +
-	"\aprivacy\x18\x02 \x01(\v2\x1a.parley.v1.PrivacySettingsR\aprivacy\"\xd1\x01\n" +
+	"\aprivacy\x18\x02 \x01(\v2\x1a.parley.v1.PrivacySettingsR\aprivacy\"\x9e\x02\n" +
 	"\x14UpdateProfileRequest\x121\n" +
 	"\fdisplay_name\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@H\x00R\vdisplayName\x88\x01\x01\x12\x1f\n" +
-	"\x03bio\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03H\x01R\x03bio\x88\x01\x01\x128\n" +
-	"\x0favatar_media_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01H\x02R\ravatarMediaId\x88\x01\x01B\x0f\n" +
+	"\x03bio\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03H\x01R\x03bio\x88\x01\x01\x12\x84\x01\n" +
+	"\x0favatar_media_id\x18\x03 \x01(\tBW\xbaHTrR2P^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$H\x02R\ravatarMediaId\x88\x01\x01B\x0f\n" +
 	"\r_display_nameB\x06\n" +
 	"\x04_bioB\x12\n" +
 	"\x10_avatar_media_id\"<\n" +

@@ -2231,12 +2231,12 @@ const file_parley_v1_groups_proto_rawDesc = "" +
 	"\x13ListMembersResponse\x12+\n" +
 	"\amembers\x18\x01 \x03(\v2\x11.parley.v1.MemberR\amembers\x12%\n" +
 	"\x05users\x18\x02 \x03(\v2\x0f.parley.v1.UserR\x05users\x12&\n" +
-	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\x8c\x03\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xd9\x03\n" +
 	"\x12UpdateGroupRequest\x12#\n" +
 	"\bgroup_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\agroupId\x12\"\n" +
 	"\x04name\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@H\x00R\x04name\x88\x01\x01\x121\n" +
-	"\fannouncement\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fH\x01R\fannouncement\x88\x01\x01\x128\n" +
-	"\x0favatar_media_id\x18\x04 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01H\x02R\ravatarMediaId\x88\x01\x01\x12D\n" +
+	"\fannouncement\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fH\x01R\fannouncement\x88\x01\x01\x12\x84\x01\n" +
+	"\x0favatar_media_id\x18\x04 \x01(\tBW\xbaHTrR2P^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$H\x02R\ravatarMediaId\x88\x01\x01\x12D\n" +
 	"\x1cinvites_restricted_to_admins\x18\x05 \x01(\bH\x03R\x19invitesRestrictedToAdmins\x88\x01\x01\x12\x1e\n" +
 	"\bmute_all\x18\x06 \x01(\bH\x04R\amuteAll\x88\x01\x01B\a\n" +
 	"\x05_nameB\x0f\n" +
