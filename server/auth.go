@@ -19,6 +19,7 @@ import (
 type authService struct {
 	db     *db.DB
 	hasher *passwordHasher
+	policy *passwordPolicy
 	tokens *tokens
 	hub    *hub
 	cfg    Config
@@ -32,6 +33,7 @@ func newAuthService(d *db.DB, hasher *passwordHasher, t *tokens, h *hub, cfg Con
 	return &authService{
 		db:             d,
 		hasher:         hasher,
+		policy:         newPasswordPolicy(),
 		tokens:         t,
 		hub:            h,
 		cfg:            cfg,
@@ -48,6 +50,9 @@ func (s *authService) Register(ctx context.Context, req *parleyv1.RegisterReques
 	displayName := strings.TrimSpace(req.GetDisplayName())
 	if displayName == "" {
 		return nil, invalidArgument("display_name", "parley.not_blank", "must not be blank")
+	}
+	if err := s.policy.check("password", req.GetUsername(), req.GetPassword()); err != nil {
+		return nil, err
 	}
 	hash, err := s.hasher.hash(ctx, req.GetPassword())
 	if err != nil {
@@ -352,6 +357,9 @@ func (s *authService) ChangePassword(ctx context.Context, req *parleyv1.ChangePa
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get user: %w", err)
+	}
+	if err := s.policy.check("new_password", u.Username, req.GetNewPassword()); err != nil {
+		return nil, err
 	}
 	match, _, err := s.hasher.check(ctx, req.GetCurrentPassword(), u.PasswordHash)
 	if err != nil {

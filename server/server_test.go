@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -185,8 +186,12 @@ func (e *env) signUp(username string, opts ...connect.ClientOption) account {
 	return account{user: res.GetUser(), password: password, tokens: res.GetTokens(), accountConv: acc}
 }
 
-// passwordOf is the password signUp and register give an account.
-func passwordOf(username string) string { return "correct horse " + username }
+// passwordOf is the password signUp and register give an account: distinct
+// per account, and allowed by the password rules. Its letters and digits come
+// in runs of at most two, so it never contains a username (three or more).
+func passwordOf(username string) string {
+	return "pw:" + strings.Join(strings.Split(username, ""), "~") + ":ok"
+}
 
 // register creates an account without logging in, so that it spends no login
 // budget, and returns its profile. Its password is passwordOf(username).
