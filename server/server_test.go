@@ -33,6 +33,7 @@ func TestMain(m *testing.M) {
 func testConfig() server.Config {
 	cfg := server.DefaultConfig()
 	cfg.Password = server.PasswordParams{MemoryKiB: 64, Iterations: 1, Parallelism: 1}
+	cfg.LoginPerSource = server.Rate{Burst: 1000, Per: time.Minute}
 	cfg.LoginPerAccount = server.Rate{Burst: 1000, Per: time.Minute}
 	cfg.LoginPerAddress = server.Rate{Burst: 10000, Per: time.Minute}
 	cfg.RegisterPerAddress = server.Rate{Burst: 10000, Per: time.Minute}
