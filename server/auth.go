@@ -5,11 +5,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/redis/rueidis"
 
 	"github.com/parley-chat/parley/db"
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
@@ -19,24 +21,28 @@ import (
 type authService struct {
 	db     *db.DB
 	hasher *passwordHasher
+	policy *passwordPolicy
 	tokens *tokens
 	hub    *hub
 	cfg    Config
 
-	loginByAccount *keyedLimiter
-	loginByAddress *keyedLimiter
+	logins         *loginThrottle
 	registerByAddr *keyedLimiter
 }
 
-func newAuthService(d *db.DB, hasher *passwordHasher, t *tokens, h *hub, cfg Config) *authService {
+func newAuthService(d *db.DB, hasher *passwordHasher, t *tokens, h *hub, cfg Config, logger *slog.Logger) *authService {
+	var redis rueidis.Client
+	if h.relay != nil {
+		redis = h.relay.client
+	}
 	return &authService{
 		db:             d,
 		hasher:         hasher,
+		policy:         newPasswordPolicy(),
 		tokens:         t,
 		hub:            h,
 		cfg:            cfg,
-		loginByAccount: newKeyedLimiter(cfg.LoginPerAccount, 100_000),
-		loginByAddress: newKeyedLimiter(cfg.LoginPerAddress, 100_000),
+		logins:         newLoginThrottle(cfg, redis, logger),
 		registerByAddr: newKeyedLimiter(cfg.RegisterPerAddress, 100_000),
 	}
 }
@@ -48,6 +54,9 @@ func (s *authService) Register(ctx context.Context, req *parleyv1.RegisterReques
 	displayName := strings.TrimSpace(req.GetDisplayName())
 	if displayName == "" {
 		return nil, invalidArgument("display_name", "parley.not_blank", "must not be blank")
+	}
+	if err := s.policy.check("password", req.GetUsername(), req.GetPassword()); err != nil {
+		return nil, err
 	}
 	hash, err := s.hasher.hash(ctx, req.GetPassword())
 	if err != nil {
@@ -68,25 +77,38 @@ func (s *authService) Login(ctx context.Context, req *parleyv1.LoginRequest) (*p
 	username := strings.ToLower(req.GetUsername())
 	addr := clientAddress(ctx)
 	now := time.Now()
-	// Throttle before the expensive hash, so guessing costs the attacker time
-	// and costs us nothing.
-	if ok, wait := s.loginByAddress.allow(addr, now); !ok {
-		return nil, resourceExhausted("too many login attempts from this address; try again later", wait)
-	}
-	if ok, wait := s.loginByAccount.allow(username, now); !ok {
-		return nil, resourceExhausted("too many login attempts for this account; try again later", wait)
-	}
-
 	u, err := s.db.GetUserByUsername(ctx, username)
 	if err != nil && !db.IsNoRows(err) {
 		return nil, fmt.Errorf("look up user: %w", err)
 	}
+	// An unknown user has no id: no device token is its, and it has no
+	// sessions, so it is throttled exactly as an account the client has
+	// never used.
+	device, known := s.tokens.devices.verify(req.GetDeviceToken(), u.ID, now)
+	// Throttle before the expensive hash, so guessing costs the attacker time
+	// and costs us nothing.
+	attempt, err := s.logins.admit(ctx, loginAttempt{
+		account: username,
+		address: addr,
+		device:  device,
+		knownAddress: func(ctx context.Context) (bool, error) {
+			return hasSessionFrom(ctx, s.db, u.ID, addr)
+		},
+	}, now)
+	if err != nil {
+		return nil, err
+	}
 	match, stale, err := s.hasher.check(ctx, req.GetPassword(), u.PasswordHash)
 	if err != nil {
+		attempt.refund(ctx, time.Now()) // no password was checked
 		return nil, err
 	}
 	if !match {
 		return nil, errBadCredentials
+	}
+	attempt.refund(ctx, time.Now())
+	if !known {
+		device = newDeviceID()
 	}
 	newHash := ""
 	if stale {
@@ -124,7 +146,25 @@ func (s *authService) Login(ctx context.Context, req *parleyv1.LoginRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	return &parleyv1.LoginResponse{User: userToProto(u), Tokens: toks}, nil
+	return &parleyv1.LoginResponse{User: userToProto(u), Tokens: toks, DeviceToken: s.tokens.devices.issue(u.ID, device, now)}, nil
+}
+
+// hasSessionFrom reports whether the user has an active session opened from
+// addr: the address is one the owner uses, not one an attacker picked.
+func hasSessionFrom(ctx context.Context, d *db.DB, userID, addr string) (bool, error) {
+	if userID == "" || addr == "" {
+		return false, nil
+	}
+	sessions, err := d.ListActiveSessions(ctx, userID)
+	if err != nil {
+		return false, fmt.Errorf("list sessions: %w", err)
+	}
+	for _, s := range sessions {
+		if s.ClientAddress == addr {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // refreshOutcome is what a refresh transaction decided; reuse of a spent token
@@ -343,9 +383,6 @@ func (s *authService) ChangePassword(ctx context.Context, req *parleyv1.ChangePa
 	if req.GetCurrentPassword() == req.GetNewPassword() {
 		return nil, errPasswordSameAsOld
 	}
-	if ok, wait := s.loginByAccount.allow("id:"+c.UserID, time.Now()); !ok {
-		return nil, resourceExhausted("too many password attempts for this account; try again later", wait)
-	}
 	u, err := s.db.GetUser(ctx, c.UserID)
 	if db.IsNoRows(err) {
 		return nil, errUserNotFound
@@ -353,13 +390,25 @@ func (s *authService) ChangePassword(ctx context.Context, req *parleyv1.ChangePa
 	if err != nil {
 		return nil, fmt.Errorf("get user: %w", err)
 	}
+	if err := s.policy.check("new_password", u.Username, req.GetNewPassword()); err != nil {
+		return nil, err
+	}
+	// Someone holding a stolen access token may guess the current password
+	// here: the session is the source, with the same tight budget as an
+	// address at Login.
+	attempt, err := s.logins.admitSession(c.SessionID, time.Now())
+	if err != nil {
+		return nil, err
+	}
 	match, _, err := s.hasher.check(ctx, req.GetCurrentPassword(), u.PasswordHash)
 	if err != nil {
+		attempt.refund(ctx, time.Now())
 		return nil, err
 	}
 	if !match {
 		return nil, errWrongPassword
 	}
+	attempt.refund(ctx, time.Now())
 	hash, err := s.hasher.hash(ctx, req.GetNewPassword())
 	if err != nil {
 		return nil, err

@@ -61,6 +61,7 @@ type tokens struct {
 	parser    *jwt.Parser
 	verified  verifiedTokens
 	sessions  *sessionCache
+	devices   *deviceTokens
 }
 
 func loadTokens(ctx context.Context, d *db.DB, accessTTL, cacheTTL time.Duration) (*tokens, error) {
@@ -86,6 +87,7 @@ func loadTokens(ctx context.Context, d *db.DB, accessTTL, cacheTTL time.Duration
 			jwt.WithLeeway(tokenLeeway),
 		),
 		sessions: newSessionCache(d, cacheTTL),
+		devices:  newDeviceTokens(key),
 	}, nil
 }
 

@@ -45,7 +45,7 @@ func BenchmarkLogin(b *testing.B) {
 		c := e.auth(opts...)
 		ctx := context.Background()
 		for b.Loop() {
-			if _, err := c.Login(ctx, &parleyv1.LoginRequest{Username: "bench_login", Password: "correct horse bench_login"}); err != nil {
+			if _, err := c.Login(ctx, &parleyv1.LoginRequest{Username: "bench_login", Password: passwordOf("bench_login")}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/alexedwards/argon2id"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // PasswordParams are the argon2id cost parameters for new password hashes.
@@ -27,6 +28,9 @@ type passwordHasher struct {
 	// dummy is a hash of a random password, checked when the user does not
 	// exist so that an unknown username costs the same time as a wrong password.
 	dummy string
+	// checks counts the passwords checked, by result: every guess an
+	// attacker gets is one, so it is what login throttling bounds.
+	checks *prometheus.CounterVec
 }
 
 func newPasswordHasher(p PasswordParams, concurrency int) (*passwordHasher, error) {
@@ -39,6 +43,10 @@ func newPasswordHasher(p PasswordParams, concurrency int) (*passwordHasher, erro
 			KeyLength:   32,
 		},
 		sem: make(chan struct{}, max(concurrency, 1)),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_password_checks_total",
+			Help: "Passwords checked against a hash (logins and password changes), by result: match or mismatch.",
+		}, []string{"result"}),
 	}
 	dummy, err := argon2id.CreateHash(randomToken(), h.params)
 	if err != nil {
@@ -82,11 +90,17 @@ func (h *passwordHasher) check(ctx context.Context, password, hash string) (matc
 	defer h.release()
 	if hash == "" {
 		_, _ = argon2id.ComparePasswordAndHash(password, h.dummy)
+		h.checks.WithLabelValues("mismatch").Inc()
 		return false, false, nil
 	}
 	match, params, err := argon2id.CheckHash(password, hash)
 	if err != nil {
 		return false, false, fmt.Errorf("check password hash: %w", err)
+	}
+	if match {
+		h.checks.WithLabelValues("match").Inc()
+	} else {
+		h.checks.WithLabelValues("mismatch").Inc()
 	}
 	stale = params.Memory != h.params.Memory || params.Iterations != h.params.Iterations ||
 		params.Parallelism != h.params.Parallelism || params.KeyLength != h.params.KeyLength

@@ -40,8 +40,13 @@ type Config struct {
 	SessionCacheTTL time.Duration
 	// Password are the argon2id parameters for new hashes.
 	Password PasswordParams
-	// LoginPerAccount, LoginPerAddress and RegisterPerAddress throttle
-	// credential guessing and mass registration. A zero Burst disables one.
+	// LoginPerSource, LoginPerAddress and LoginPerAccount budget failed
+	// logins (successes do not count): per account from one source (a client
+	// address, or a known device), per address across accounts, and per
+	// account from devices and addresses the account has not used (shared by
+	// the nodes through Redis when RedisURL is set); see loginThrottle.
+	// RegisterPerAddress throttles mass registration. A zero Burst disables one.
+	LoginPerSource     Rate
 	LoginPerAccount    Rate
 	LoginPerAddress    Rate
 	RegisterPerAddress Rate
@@ -109,7 +114,8 @@ func DefaultConfig() Config {
 		RefreshTokenTTL:    30 * 24 * time.Hour,
 		SessionCacheTTL:    5 * time.Second,
 		Password:           OWASPPasswordParams,
-		LoginPerAccount:    Rate{Burst: 10, Per: 10 * time.Minute},
+		LoginPerSource:     Rate{Burst: 5, Per: 10 * time.Minute},
+		LoginPerAccount:    Rate{Burst: 20, Per: time.Hour},
 		LoginPerAddress:    Rate{Burst: 100, Per: 10 * time.Minute},
 		RegisterPerAddress: Rate{Burst: 20, Per: time.Hour},
 		MaxRequestBytes:    1 << 20,
@@ -165,6 +171,9 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := reg.Register(hasher.checks); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
@@ -199,7 +208,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		logger:  logger,
 		cfg:     cfg,
 		tokens:  toks,
-		auth:    newAuthService(d, hasher, toks, h, cfg),
+		auth:    newAuthService(d, hasher, toks, h, cfg, logger),
 		msgs:    msgs,
 		groups:  groups,
 		cts:     newContactsService(d, h, msgs, cfg),

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ func TestMain(m *testing.M) {
 func testConfig() server.Config {
 	cfg := server.DefaultConfig()
 	cfg.Password = server.PasswordParams{MemoryKiB: 64, Iterations: 1, Parallelism: 1}
+	cfg.LoginPerSource = server.Rate{Burst: 1000, Per: time.Minute}
 	cfg.LoginPerAccount = server.Rate{Burst: 1000, Per: time.Minute}
 	cfg.LoginPerAddress = server.Rate{Burst: 10000, Per: time.Minute}
 	cfg.RegisterPerAddress = server.Rate{Burst: 10000, Per: time.Minute}
@@ -185,8 +187,12 @@ func (e *env) signUp(username string, opts ...connect.ClientOption) account {
 	return account{user: res.GetUser(), password: password, tokens: res.GetTokens(), accountConv: acc}
 }
 
-// passwordOf is the password signUp and register give an account.
-func passwordOf(username string) string { return "correct horse " + username }
+// passwordOf is the password signUp and register give an account: distinct
+// per account, and allowed by the password rules. Its letters and digits come
+// in runs of at most two, so it never contains a username (three or more).
+func passwordOf(username string) string {
+	return "pw:" + strings.Join(strings.Split(username, ""), "~") + ":ok"
+}
 
 // register creates an account without logging in, so that it spends no login
 // budget, and returns its profile. Its password is passwordOf(username).

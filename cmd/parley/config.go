@@ -116,8 +116,9 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.uint(&argonMem, "argon2-memory-kib", "PARLEY_ARGON2_MEMORY_KIB", uint(def.Password.MemoryKiB), "argon2id memory per password hash, KiB")
 	e.uint(&argonIter, "argon2-iterations", "PARLEY_ARGON2_ITERATIONS", uint(def.Password.Iterations), "argon2id passes per password hash")
 	e.uint(&argonPar, "argon2-parallelism", "PARLEY_ARGON2_PARALLELISM", uint(def.Password.Parallelism), "argon2id lanes per password hash")
-	e.int(&c.server.LoginPerAccount.Burst, "login-limit-account", "PARLEY_LOGIN_LIMIT_ACCOUNT", def.LoginPerAccount.Burst, "login attempts per account per 10 minutes (0: no limit)")
-	e.int(&c.server.LoginPerAddress.Burst, "login-limit-address", "PARLEY_LOGIN_LIMIT_ADDRESS", def.LoginPerAddress.Burst, "login attempts per client address per 10 minutes (0: no limit)")
+	e.int(&c.server.LoginPerSource.Burst, "login-limit-source", "PARLEY_LOGIN_LIMIT_SOURCE", def.LoginPerSource.Burst, "failed logins per account from one client address or known device per 10 minutes (0: no limit)")
+	e.int(&c.server.LoginPerAccount.Burst, "login-limit-account", "PARLEY_LOGIN_LIMIT_ACCOUNT", def.LoginPerAccount.Burst, "failed logins per account per hour from devices and addresses it has not used; shared by the nodes through Redis (0: no limit)")
+	e.int(&c.server.LoginPerAddress.Burst, "login-limit-address", "PARLEY_LOGIN_LIMIT_ADDRESS", def.LoginPerAddress.Burst, "failed logins per client address per 10 minutes, across accounts (0: no limit)")
 	e.int(&c.server.RegisterPerAddress.Burst, "register-limit-address", "PARLEY_REGISTER_LIMIT_ADDRESS", def.RegisterPerAddress.Burst, "registrations per client address per hour (0: no limit)")
 	e.int(&c.server.SendPerUser.Burst, "send-limit", "PARLEY_SEND_LIMIT", def.SendPerUser.Burst, "messages a user may send per 10 seconds (0: no limit)")
 	e.int(&c.server.FriendRequests.Burst, "friend-request-limit", "PARLEY_FRIEND_REQUEST_LIMIT", def.FriendRequests.Burst, "friend requests a user may send per hour (0: no limit)")
@@ -180,6 +181,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	}
 	c.server.Password = server.PasswordParams{MemoryKiB: uint32(argonMem), Iterations: uint32(argonIter), Parallelism: uint8(argonPar)}
 	c.server.SessionCacheTTL = def.SessionCacheTTL
+	c.server.LoginPerSource.Per = def.LoginPerSource.Per
 	c.server.LoginPerAccount.Per = def.LoginPerAccount.Per
 	c.server.LoginPerAddress.Per = def.LoginPerAddress.Per
 	c.server.RegisterPerAddress.Per = def.RegisterPerAddress.Per

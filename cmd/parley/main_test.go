@@ -134,11 +134,11 @@ func exercise(t *testing.T, baseURL, username string, register bool) {
 	hc := h2c()
 	auth := parleyv1connect.NewAuthServiceClient(hc, baseURL, connect.WithGRPC())
 	if register {
-		if _, err := auth.Register(ctx, &parleyv1.RegisterRequest{Username: username, Password: "password123", DisplayName: "Embedded"}); err != nil {
+		if _, err := auth.Register(ctx, &parleyv1.RegisterRequest{Username: username, Password: "embedded password", DisplayName: "Embedded"}); err != nil {
 			t.Fatalf("Register: %v", err)
 		}
 	}
-	login, err := auth.Login(ctx, &parleyv1.LoginRequest{Username: username, Password: "password123"})
+	login, err := auth.Login(ctx, &parleyv1.LoginRequest{Username: username, Password: "embedded password"})
 	if err != nil {
 		t.Fatalf("Login: %v", err)
 	}
@@ -195,10 +195,10 @@ func TestServeStoresMediaAndServesIt(t *testing.T) {
 	hc := h2c()
 	ctx := context.Background()
 	auth := parleyv1connect.NewAuthServiceClient(hc, url)
-	if _, err := auth.Register(ctx, &parleyv1.RegisterRequest{Username: "uploader", Password: "password123", DisplayName: "U"}); err != nil {
+	if _, err := auth.Register(ctx, &parleyv1.RegisterRequest{Username: "uploader", Password: "embedded password", DisplayName: "U"}); err != nil {
 		t.Fatal(err)
 	}
-	login, err := auth.Login(ctx, &parleyv1.LoginRequest{Username: "uploader", Password: "password123"})
+	login, err := auth.Login(ctx, &parleyv1.LoginRequest{Username: "uploader", Password: "embedded password"})
 	if err != nil {
 		t.Fatal(err)
 	}

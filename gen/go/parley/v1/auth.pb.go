@@ -276,7 +276,10 @@ type RegisterRequest struct {
 	// username is the unique handle: 3 to 32 characters of letters, digits, '_' and
 	// '.'. It is stored in lower case, and unique regardless of case.
 	Username string `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
-	// password is 8 to 256 characters.
+	// password is 8 to 256 characters. Guessable passwords are refused, as NIST
+	// SP 800-63B asks: one of the 30,000 most common passwords (in any case),
+	// one containing the username (in any case), only whitespace, or one
+	// character repeated.
 	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
 	// display_name is the name shown in chats, 1 to 64 characters.
 	DisplayName   string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
@@ -391,7 +394,12 @@ type LoginRequest struct {
 	// device_name names the device in ListSessions, up to 64 characters.
 	DeviceName string `protobuf:"bytes,3,opt,name=device_name,json=deviceName,proto3" json:"device_name,omitempty"`
 	// platform is the kind of device.
-	Platform      Platform `protobuf:"varint,4,opt,name=platform,proto3,enum=parley.v1.Platform" json:"platform,omitempty"`
+	Platform Platform `protobuf:"varint,4,opt,name=platform,proto3,enum=parley.v1.Platform" json:"platform,omitempty"`
+	// device_token proves the client is a device that signed in to this account
+	// before: the device_token of its last LoginResponse for the account. A known
+	// device is not stopped by failed logins from elsewhere. Empty for a new
+	// device; an expired token or another account's counts as empty.
+	DeviceToken   string `protobuf:"bytes,5,opt,name=device_token,json=deviceToken,proto3" json:"device_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -454,13 +462,25 @@ func (x *LoginRequest) GetPlatform() Platform {
 	return Platform_PLATFORM_UNSPECIFIED
 }
 
+func (x *LoginRequest) GetDeviceToken() string {
+	if x != nil {
+		return x.DeviceToken
+	}
+	return ""
+}
+
 // LoginResponse carries the new session's tokens.
 type LoginResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// user is the signed-in account's profile.
 	User *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
 	// tokens are the new session's credentials.
-	Tokens        *Tokens `protobuf:"bytes,2,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	Tokens *Tokens `protobuf:"bytes,2,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	// device_token identifies this device to the account: keep it for the
+	// device_token of the account's next Login from this device. It does not sign
+	// in by itself, but keep it private. Each Login renews it; unused, it expires
+	// after 180 days.
+	DeviceToken   string `protobuf:"bytes,3,opt,name=device_token,json=deviceToken,proto3" json:"device_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -507,6 +527,13 @@ func (x *LoginResponse) GetTokens() *Tokens {
 		return x.Tokens
 	}
 	return nil
+}
+
+func (x *LoginResponse) GetDeviceToken() string {
+	if x != nil {
+		return x.DeviceToken
+	}
+	return ""
 }
 
 // RefreshRequest carries the refresh token to spend.
@@ -1049,7 +1076,8 @@ type ChangePasswordRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// current_password proves the caller knows the password being replaced.
 	CurrentPassword string `protobuf:"bytes,1,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
-	// new_password is 8 to 256 characters.
+	// new_password is 8 to 256 characters, and not guessable (the rules of
+	// RegisterRequest.password).
 	NewPassword   string `protobuf:"bytes,2,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1467,17 +1495,19 @@ const file_parley_v1_auth_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\b\x18\x80\x02R\bpassword\x12,\n" +
 	"\fdisplay_name\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\vdisplayName\"7\n" +
 	"\x10RegisterResponse\x12#\n" +
-	"\x04user\x18\x01 \x01(\v2\x0f.parley.v1.UserR\x04user\"\xc2\x01\n" +
+	"\x04user\x18\x01 \x01(\v2\x0f.parley.v1.UserR\x04user\"\x82\x02\n" +
 	"\fLoginRequest\x12%\n" +
 	"\busername\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18 R\busername\x12&\n" +
 	"\bpassword\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\bpassword\x12(\n" +
 	"\vdevice_name\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x18@R\n" +
 	"deviceName\x129\n" +
-	"\bplatform\x18\x04 \x01(\x0e2\x13.parley.v1.PlatformB\b\xbaH\x05\x82\x01\x02\x10\x01R\bplatform\"_\n" +
+	"\bplatform\x18\x04 \x01(\x0e2\x13.parley.v1.PlatformB\b\xbaH\x05\x82\x01\x02\x10\x01R\bplatform\x12>\n" +
+	"\fdevice_token\x18\x05 \x01(\tB\x1b\xbaH\x18r\x16\x18\x80\x022\x11^[A-Za-z0-9_.-]*$R\vdeviceToken\"\x82\x01\n" +
 	"\rLoginResponse\x12#\n" +
 	"\x04user\x18\x01 \x01(\v2\x0f.parley.v1.UserR\x04user\x12)\n" +
-	"\x06tokens\x18\x02 \x01(\v2\x11.parley.v1.TokensR\x06tokens\"A\n" +
+	"\x06tokens\x18\x02 \x01(\v2\x11.parley.v1.TokensR\x06tokens\x12!\n" +
+	"\fdevice_token\x18\x03 \x01(\tR\vdeviceToken\"A\n" +
 	"\x0eRefreshRequest\x12/\n" +
 	"\rrefresh_token\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x04R\frefreshToken\"<\n" +

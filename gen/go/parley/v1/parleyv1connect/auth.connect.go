@@ -68,13 +68,18 @@ const (
 type AuthServiceClient interface {
 	// Register creates an account. It does not sign in: call Login next.
 	// Errors: AlreadyExists when the username is taken (case-insensitively),
-	// InvalidArgument for bad fields, ResourceExhausted when the client address
-	// registers too often.
+	// InvalidArgument for bad fields (a guessable password among them: the
+	// violation's rule id says which rule it breaks), ResourceExhausted when the
+	// client address registers too often.
 	Register(context.Context, *v1.RegisterRequest) (*v1.RegisterResponse, error)
 	// Login checks a username and password and opens a session for one device.
+	// Only failed attempts are throttled: per account and client address (or
+	// known device), per client address, and per account from devices and
+	// addresses the account has not used; a known device (device_token) is not
+	// stopped by failures from anywhere else.
 	// Errors: Unauthenticated for an unknown user or a wrong password (the same
-	// error for both), ResourceExhausted when the account or the client address
-	// tries too often (the error carries google.rpc.RetryInfo).
+	// error for both), ResourceExhausted after too many failed attempts (the
+	// error carries google.rpc.RetryInfo).
 	Login(context.Context, *v1.LoginRequest) (*v1.LoginResponse, error)
 	// Refresh exchanges a refresh token for a new access and refresh token pair.
 	// Errors: Unauthenticated when the token is unknown, expired, revoked or already
@@ -95,7 +100,9 @@ type AuthServiceClient interface {
 	// FailedPrecondition when it is not a completed image.
 	UpdateProfile(context.Context, *v1.UpdateProfileRequest) (*v1.UpdateProfileResponse, error)
 	// ChangePassword replaces the caller's password and revokes every other session.
-	// Errors: Unauthenticated when current_password is wrong.
+	// Errors: Unauthenticated when current_password is wrong, InvalidArgument when
+	// new_password is guessable (see RegisterRequest.password), ResourceExhausted
+	// after too many wrong current passwords in the session.
 	ChangePassword(context.Context, *v1.ChangePasswordRequest) (*v1.ChangePasswordResponse, error)
 	// GetUsers returns the public profiles of up to 100 users by id. Unknown ids are
 	// left out of the response rather than failing the call.
@@ -325,13 +332,18 @@ func (c *authServiceClient) UpdatePrivacy(ctx context.Context, req *v1.UpdatePri
 type AuthServiceHandler interface {
 	// Register creates an account. It does not sign in: call Login next.
 	// Errors: AlreadyExists when the username is taken (case-insensitively),
-	// InvalidArgument for bad fields, ResourceExhausted when the client address
-	// registers too often.
+	// InvalidArgument for bad fields (a guessable password among them: the
+	// violation's rule id says which rule it breaks), ResourceExhausted when the
+	// client address registers too often.
 	Register(context.Context, *v1.RegisterRequest) (*v1.RegisterResponse, error)
 	// Login checks a username and password and opens a session for one device.
+	// Only failed attempts are throttled: per account and client address (or
+	// known device), per client address, and per account from devices and
+	// addresses the account has not used; a known device (device_token) is not
+	// stopped by failures from anywhere else.
 	// Errors: Unauthenticated for an unknown user or a wrong password (the same
-	// error for both), ResourceExhausted when the account or the client address
-	// tries too often (the error carries google.rpc.RetryInfo).
+	// error for both), ResourceExhausted after too many failed attempts (the
+	// error carries google.rpc.RetryInfo).
 	Login(context.Context, *v1.LoginRequest) (*v1.LoginResponse, error)
 	// Refresh exchanges a refresh token for a new access and refresh token pair.
 	// Errors: Unauthenticated when the token is unknown, expired, revoked or already
@@ -352,7 +364,9 @@ type AuthServiceHandler interface {
 	// FailedPrecondition when it is not a completed image.
 	UpdateProfile(context.Context, *v1.UpdateProfileRequest) (*v1.UpdateProfileResponse, error)
 	// ChangePassword replaces the caller's password and revokes every other session.
-	// Errors: Unauthenticated when current_password is wrong.
+	// Errors: Unauthenticated when current_password is wrong, InvalidArgument when
+	// new_password is guessable (see RegisterRequest.password), ResourceExhausted
+	// after too many wrong current passwords in the session.
 	ChangePassword(context.Context, *v1.ChangePasswordRequest) (*v1.ChangePasswordResponse, error)
 	// GetUsers returns the public profiles of up to 100 users by id. Unknown ids are
 	// left out of the response rather than failing the call.
