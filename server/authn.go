@@ -76,6 +76,11 @@ func loadTokens(ctx context.Context, d *db.DB, accessTTL, cacheTTL time.Duration
 	if err != nil {
 		return nil, fmt.Errorf("load signing key: %w", err)
 	}
+	return newTokens(key, accessTTL, newSessionCache(d, cacheTTL)), nil
+}
+
+// newTokens returns the tokens signed and checked with key.
+func newTokens(key []byte, accessTTL time.Duration, sessions *sessionCache) *tokens {
 	return &tokens{
 		key:       key,
 		accessTTL: accessTTL,
@@ -85,8 +90,8 @@ func loadTokens(ctx context.Context, d *db.DB, accessTTL, cacheTTL time.Duration
 			jwt.WithExpirationRequired(),
 			jwt.WithLeeway(tokenLeeway),
 		),
-		sessions: newSessionCache(d, cacheTTL),
-	}, nil
+		sessions: sessions,
+	}
 }
 
 // issueAccess signs an access token for the session.
