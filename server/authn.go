@@ -89,6 +89,9 @@ func newTokens(key []byte, accessTTL time.Duration, sessions *sessionCache) *tok
 			jwt.WithIssuer(tokenIssuer),
 			jwt.WithExpirationRequired(),
 			jwt.WithLeeway(tokenLeeway),
+			// Unused bits in a segment's last character must be zero, so
+			// that a token has one spelling (RFC 4648 §3.5).
+			jwt.WithStrictDecoding(),
 		),
 		sessions: sessions,
 	}
@@ -156,6 +159,11 @@ func (t *tokens) verify(raw string, now time.Time) (caller, error) {
 		}
 		return v.caller, nil
 	}
+	// Base64 decoders skip line breaks, even strict ones: anything outside
+	// the compact serialization's alphabet would be another spelling.
+	if !compactJWS(raw) {
+		return caller{}, errTokenInvalid
+	}
 	var claims accessClaims
 	if _, err := t.parser.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return t.key, nil }); err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
@@ -169,6 +177,19 @@ func (t *tokens) verify(raw string, now time.Time) (caller, error) {
 	c := caller{UserID: claims.Subject, SessionID: claims.SessionID}
 	t.verified.put(raw, verifiedToken{caller: c, expires: claims.ExpiresAt.Time}, now)
 	return c, nil
+}
+
+// compactJWS reports whether s is made of base64url characters and dots
+// only, as every token issueAccess signs is.
+func compactJWS(s string) bool {
+	for i := range len(s) {
+		switch c := s[i]; {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // verifiedToken is what a checked access token says.
