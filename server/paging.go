@@ -43,6 +43,11 @@ func parsePageToken(token string) (*time.Time, *string, error) {
 		return nil, nil, errBadPageToken
 	}
 	t := time.UnixMicro(us)
+	if y := t.UTC().Year(); y < 1 || y > 9999 {
+		// No row has such a time (the API's timestamps span years 1 to
+		// 9999), and PostgreSQL refuses one before 4713 BC.
+		return nil, nil, errBadPageToken
+	}
 	return &t, &id, nil
 }
 
@@ -51,9 +56,10 @@ func pageOffset(token string) (int, error) {
 	if token == "" {
 		return 0, nil
 	}
-	n, err := strconv.Atoi(token)
+	// The queries take the offset as an int32.
+	n, err := strconv.ParseInt(token, 10, 32)
 	if err != nil || n < 0 {
 		return 0, errBadPageToken
 	}
-	return n, nil
+	return int(n), nil
 }
