@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Page tokens. Lists ordered newest first by (time, id) page by keyset
@@ -62,4 +63,30 @@ func pageOffset(token string) (int, error) {
 		return 0, errBadPageToken
 	}
 	return int(n), nil
+}
+
+// searchPageToken is the position after username in SearchUsers' results
+// for query. The token carries its query, so that a token from another
+// search is refused instead of silently skipping results.
+func searchPageToken(query, username string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("u:" + query + "\x00" + username))
+}
+
+// parseSearchPageToken reads a searchPageToken of query: the username to
+// continue after, "" for the first page.
+func parseSearchPageToken(token, query string) (string, error) {
+	if token == "" {
+		return "", nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil {
+		return "", errBadPageToken
+	}
+	after, ok := strings.CutPrefix(string(raw), "u:"+query+"\x00")
+	// The username goes to PostgreSQL as text, which holds neither NUL nor
+	// invalid UTF-8.
+	if !ok || !utf8.ValidString(after) || strings.ContainsRune(after, 0) {
+		return "", errBadPageToken
+	}
+	return after, nil
 }
