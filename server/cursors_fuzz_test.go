@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"testing"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 
@@ -34,6 +35,9 @@ func FuzzCursors(f *testing.F) {
 	f.Add("00000000-0000-4000-8000-000000000000", int64(0), int32(1000), int64(0))
 	ctx := a.ctx()
 	f.Fuzz(func(t *testing.T, convID string, seq int64, limit int32, pos int64) {
+		if !utf8.ValidString(convID) {
+			return // the client cannot encode it; a proto string is UTF-8
+		}
 		cursor := &parleyv1.Cursor{ConversationId: convID, Seq: seq}
 		res, err := m.Sync(ctx, &parleyv1.SyncRequest{Cursors: []*parleyv1.Cursor{cursor}, Limit: limit})
 		if code := connect.CodeOf(err); err != nil && code != connect.CodeInvalidArgument {
