@@ -62,3 +62,11 @@ lint: tools ## buf lint, buf format check, gofmt and go vet
 	$(BUF) format --diff --exit-code proto
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); exit 1; }
 	go vet ./...
+
+# How long make fuzz runs each fuzz target: a duration, or a count such as 1000x.
+FUZZTIME ?= 60s
+
+.PHONY: fuzz
+fuzz: ## Run every Go fuzz target for FUZZTIME each (default 60s; make fuzz FUZZTIME=10m)
+	@scripts/ensure-packages.sh postgres
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -452,23 +451,13 @@ func (s *authService) GetUsers(ctx context.Context, req *parleyv1.GetUsersReques
 	return &parleyv1.GetUsersResponse{Users: out}, nil
 }
 
-const (
-	defaultSearchPageSize = 20
-	pageTokenPrefix       = "u:"
-)
+const defaultSearchPageSize = 20
 
 func (s *authService) SearchUsers(ctx context.Context, req *parleyv1.SearchUsersRequest) (*parleyv1.SearchUsersResponse, error) {
 	query := strings.ToLower(strings.TrimSpace(req.GetQuery()))
-	// The token carries its query, so a token from another search is refused
-	// instead of silently skipping results.
-	tokenPrefix := pageTokenPrefix + query + "\x00"
-	after := ""
-	if t := req.GetPageToken(); t != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(t)
-		if err != nil || !strings.HasPrefix(string(raw), tokenPrefix) {
-			return nil, errBadPageToken
-		}
-		after = strings.TrimPrefix(string(raw), tokenPrefix)
+	after, err := parseSearchPageToken(req.GetPageToken(), query)
+	if err != nil {
+		return nil, err
 	}
 	size := int(req.GetPageSize())
 	if size == 0 {
@@ -485,7 +474,7 @@ func (s *authService) SearchUsers(ctx context.Context, req *parleyv1.SearchUsers
 	res := &parleyv1.SearchUsersResponse{}
 	if len(rows) > size {
 		rows = rows[:size]
-		res.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(tokenPrefix + rows[size-1].Username))
+		res.NextPageToken = searchPageToken(query, rows[size-1].Username)
 	}
 	res.Users = make([]*parleyv1.User, 0, len(rows))
 	for _, r := range rows {

@@ -77,6 +77,11 @@ func loadTokens(ctx context.Context, d *db.DB, accessTTL, cacheTTL time.Duration
 	if err != nil {
 		return nil, fmt.Errorf("load signing key: %w", err)
 	}
+	return newTokens(key, accessTTL, newSessionCache(d, cacheTTL)), nil
+}
+
+// newTokens returns the tokens signed and checked with key.
+func newTokens(key []byte, accessTTL time.Duration, sessions *sessionCache) *tokens {
 	return &tokens{
 		key:       key,
 		accessTTL: accessTTL,
@@ -85,10 +90,13 @@ func loadTokens(ctx context.Context, d *db.DB, accessTTL, cacheTTL time.Duration
 			jwt.WithIssuer(tokenIssuer),
 			jwt.WithExpirationRequired(),
 			jwt.WithLeeway(tokenLeeway),
+			// Unused bits in a segment's last character must be zero, so
+			// that a token has one spelling (RFC 4648 §3.5).
+			jwt.WithStrictDecoding(),
 		),
-		sessions: newSessionCache(d, cacheTTL),
+		sessions: sessions,
 		devices:  newDeviceTokens(key),
-	}, nil
+	}
 }
 
 // issueAccess signs an access token for the session.
@@ -153,6 +161,11 @@ func (t *tokens) verify(raw string, now time.Time) (caller, error) {
 		}
 		return v.caller, nil
 	}
+	// Base64 decoders skip line breaks, even strict ones: anything outside
+	// the compact serialization's alphabet would be another spelling.
+	if !compactJWS(raw) {
+		return caller{}, errTokenInvalid
+	}
 	var claims accessClaims
 	if _, err := t.parser.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return t.key, nil }); err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
@@ -166,6 +179,19 @@ func (t *tokens) verify(raw string, now time.Time) (caller, error) {
 	c := caller{UserID: claims.Subject, SessionID: claims.SessionID}
 	t.verified.put(raw, verifiedToken{caller: c, expires: claims.ExpiresAt.Time}, now)
 	return c, nil
+}
+
+// compactJWS reports whether s is made of base64url characters and dots
+// only, as every token issueAccess signs is.
+func compactJWS(s string) bool {
+	for i := range len(s) {
+		switch c := s[i]; {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // verifiedToken is what a checked access token says.

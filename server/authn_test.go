@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,5 +49,34 @@ func TestVerifiedTokensExpireAndBadOnesAreNotRemembered(t *testing.T) {
 	}
 	if _, ok := tk.verified.get(forged); ok {
 		t.Fatal("a forged token was remembered")
+	}
+}
+
+// An access token has one spelling: another base64url encoding of the same
+// signature (other unused bits in its last character, or line breaks, which
+// base64 decoders skip) is refused, so that nothing keyed by the token's
+// text (the verified-token cache, a log) sees one token under four names.
+func TestAccessTokenHasOneSpelling(t *testing.T) {
+	t.Parallel()
+	tk := newTokens(fuzzTokenKey[:], time.Hour, newSessionCache(nil, time.Hour))
+	now := time.Now()
+	raw, _, err := tk.issueAccess("11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, raw[len(raw)-1])
+	var spellings []string
+	for i := range 4 { // 32 bytes fill 43 characters: the last one's 2 low bits are unused
+		if c := alphabet[last&^3|i]; c != raw[len(raw)-1] {
+			spellings = append(spellings, raw[:len(raw)-1]+string(c))
+		}
+	}
+	sig := strings.LastIndexByte(raw, '.') + 1
+	spellings = append(spellings, raw[:sig+5]+"\n"+raw[sig+5:], raw+"\r\n", raw+"=")
+	for _, s := range spellings {
+		if _, err := tk.verify(s, now); !errors.Is(err, errTokenInvalid) {
+			t.Errorf("verify(%q), another spelling of %q: got %v, want %v", s, raw, err, errTokenInvalid)
+		}
 	}
 }
