@@ -285,7 +285,9 @@ func (s *Server) Handler() http.Handler {
 	authMiddleware := authn.NewMiddleware(s.tokens.authenticate(publicProcedures))
 
 	mux := http.NewServeMux()
-	handle := func(path string, h http.Handler) { mux.Handle(path, authMiddleware.Wrap(withResponseController(h))) }
+	handle := func(path string, h http.Handler) {
+		mux.Handle(path, authMiddleware.Wrap(withGETMessageCheck(withResponseController(h))))
+	}
 	handle(parleyv1connect.NewAuthServiceHandler(s.auth, opts...))
 	handle(parleyv1connect.NewMessagesServiceHandler(s.msgs, opts...))
 	handle(parleyv1connect.NewGroupsServiceHandler(s.groups, opts...))
