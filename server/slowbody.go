@@ -150,7 +150,9 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 		b.done = true
 		return n, connect.NewError(connect.CodeDeadlineExceeded, bodyTimeoutError{b.rule()})
 	case n > 0 && b.minRate > 0:
-		_ = b.rc.SetReadDeadline(b.start.Add(b.limit + time.Duration(b.received)*time.Second/time.Duration(b.minRate)))
+		// In floating point: received × 1 s would overflow a Duration past 9 GB.
+		earned := time.Duration(float64(b.received) / float64(b.minRate) * float64(time.Second))
+		_ = b.rc.SetReadDeadline(b.start.Add(b.limit + earned))
 	case n > 0 && b.idle:
 		_ = b.rc.SetReadDeadline(time.Now().Add(b.limit))
 	}
