@@ -58,6 +58,13 @@ type Config struct {
 	WebDir string
 	// MaxRequestBytes bounds the size of one request message.
 	MaxRequestBytes int
+	// RequestBodyTimeout is how long a request's body may take to arrive
+	// once its headers have (the request is then cut off); zero means no
+	// limit. An upload to the local store must instead keep up
+	// UploadMinRate bytes per second after this grace (see bodyDeadlines);
+	// zero means no limit on uploads.
+	RequestBodyTimeout time.Duration
+	UploadMinRate      int64
 	// SendPerUser throttles Send per user.
 	SendPerUser Rate
 	// FriendRequests throttles SendFriendRequest per user.
@@ -119,6 +126,8 @@ func DefaultConfig() Config {
 		LoginPerAddress:    Rate{Burst: 100, Per: 10 * time.Minute},
 		RegisterPerAddress: Rate{Burst: 20, Per: time.Hour},
 		MaxRequestBytes:    1 << 20,
+		RequestBodyTimeout: 10 * time.Second,
+		UploadMinRate:      4 << 10,
 		SendPerUser:        Rate{Burst: 200, Per: 10 * time.Second},
 		FriendRequests:     Rate{Burst: 50, Per: time.Hour},
 		StreamBuffer:       1024,
@@ -254,7 +263,8 @@ var publicProcedures = map[string]bool{
 
 // Handler returns the HTTP handler for every route: the Connect services
 // (Connect, gRPC and gRPC-Web protocols), gRPC health and reflection,
-// /healthz, /readyz and /metrics, wrapped in CORS for the allowed origins.
+// /healthz, /readyz and /metrics, wrapped in CORS for the allowed origins,
+// with a deadline on every request body.
 func (s *Server) Handler() http.Handler {
 	opts := []connect.HandlerOption{
 		connect.WithInterceptors(
@@ -285,7 +295,9 @@ func (s *Server) Handler() http.Handler {
 	authMiddleware := authn.NewMiddleware(s.tokens.authenticate(publicProcedures))
 
 	mux := http.NewServeMux()
-	handle := func(path string, h http.Handler) { mux.Handle(path, authMiddleware.Wrap(withResponseController(h))) }
+	handle := func(path string, h http.Handler) {
+		mux.Handle(path, authMiddleware.Wrap(withGETMessageCheck(withResponseController(h))))
+	}
 	handle(parleyv1connect.NewAuthServiceHandler(s.auth, opts...))
 	handle(parleyv1connect.NewMessagesServiceHandler(s.msgs, opts...))
 	handle(parleyv1connect.NewGroupsServiceHandler(s.groups, opts...))
@@ -322,7 +334,9 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("/", webHandler(s.cfg.WebDir))
 	}
 
-	return s.withCORS(mux)
+	// Outermost: the deadlines need net/http's own ResponseWriter.
+	deadlines := bodyDeadlines{limit: s.cfg.RequestBodyTimeout, minRate: s.cfg.UploadMinRate, streaming: clientStreamingPaths(services)}
+	return deadlines.wrap(s.withCORS(mux))
 }
 
 // webHandler serves the static files of a web client from dir, for GET and

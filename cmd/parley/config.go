@@ -113,6 +113,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.duration(&c.server.AccessTokenTTL, "access-token-ttl", "PARLEY_ACCESS_TOKEN_TTL", def.AccessTokenTTL, "access token lifetime")
 	e.duration(&c.server.RefreshTokenTTL, "refresh-token-ttl", "PARLEY_REFRESH_TOKEN_TTL", def.RefreshTokenTTL, "refresh token (idle session) lifetime")
 	e.int(&c.server.MaxRequestBytes, "max-request-bytes", "PARLEY_MAX_REQUEST_BYTES", def.MaxRequestBytes, "largest accepted request message")
+	e.duration(&c.server.RequestBodyTimeout, "request-body-timeout", "PARLEY_REQUEST_BODY_TIMEOUT", def.RequestBodyTimeout, "how long a request body may take to arrive before the request is cut off (0: no limit)")
+	e.int64(&c.server.UploadMinRate, "upload-min-rate", "PARLEY_UPLOAD_MIN_RATE", def.UploadMinRate, "bytes per second a local-store upload must average, after -request-body-timeout of grace (0: no limit)")
 	e.uint(&argonMem, "argon2-memory-kib", "PARLEY_ARGON2_MEMORY_KIB", uint(def.Password.MemoryKiB), "argon2id memory per password hash, KiB")
 	e.uint(&argonIter, "argon2-iterations", "PARLEY_ARGON2_ITERATIONS", uint(def.Password.Iterations), "argon2id passes per password hash")
 	e.uint(&argonPar, "argon2-parallelism", "PARLEY_ARGON2_PARALLELISM", uint(def.Password.Parallelism), "argon2id lanes per password hash")
