@@ -82,6 +82,10 @@ func Main(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if private != nil {
+		// The server goes with everything on it.
+		if user != nil {
+			_ = user.Close(ctx)
+		}
 		_ = private.Stop(ctx)
 		_ = os.RemoveAll(privDir)
 		return code
