@@ -33,4 +33,4 @@ if [ "$(id -u)" -eq 0 ] && command -v ip >/dev/null; then
   fi
 fi
 PROGRESS_INTERVAL=${PROGRESS_INTERVAL:-60} scripts/progress.sh \
-  "go test $where" "6 to 10 minutes on 2 cores; each package's result prints when it is done" "${cmd[@]}"
+  "go test $where" "3 to 12 minutes on 2 cores; each package's result prints when it is done" "${cmd[@]}"
