@@ -29,8 +29,14 @@ build: ## Build the parley binary into bin/
 test: ## Install what is missing and run every test: Go with the race detector, then the browser test
 	@scripts/ensure-packages.sh postgres redis gcc
 	@scripts/ensure-test-tools.sh
-	CGO_ENABLED=1 go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@PROGRESS_INTERVAL=60 scripts/progress.sh "go test: building the test binaries with the race detector, then running them" \
+		"10 minutes the first time on 2 cores, 6 once Go's build cache is warm; each package's result prints when it is done" \
+		env CGO_ENABLED=1 go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@$(MAKE) --no-print-directory test-browser
+
+.PHONY: test-fresh
+test-fresh: ## Run the Go tests as on a fresh machine: their own PostgreSQL and Redis, loopback only
+	TEST_TIMEOUT=$(TEST_TIMEOUT) scripts/test-fresh.sh
 
 .PHONY: test-browser
 test-browser: ## Install Chromium if missing and run the browser call test (web/)

@@ -42,7 +42,8 @@ if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "ensure-packages: need root or sudo to install ${need[*]}" >&2; exit 1; }
   sudo="sudo"
 fi
-echo "ensure-packages: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+progress="$(dirname "$0")/progress.sh"
+"$progress" "ensure-packages: updating apt's package lists" "under a minute" $sudo apt-get update -qq
+"$progress" "ensure-packages: installing ${need[*]} with apt" "1 to 5 minutes (Chromium is the largest)" \
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

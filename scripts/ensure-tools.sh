@@ -20,6 +20,6 @@ fi
 gobin="$(go env GOBIN)"
 [ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
 if [ "$("$gobin/sqlc" version 2>/dev/null)" != "$SQLC_VERSION" ]; then
-  echo "ensure-tools: installing sqlc $SQLC_VERSION (a few minutes the first time)" >&2
-  CGO_ENABLED=1 go install "github.com/sqlc-dev/sqlc/cmd/sqlc@$SQLC_VERSION"
+  "$(dirname "$0")/progress.sh" "ensure-tools: building sqlc $SQLC_VERSION with go install, once; later runs reuse $gobin/sqlc" \
+    "5 minutes on 2 cores" env CGO_ENABLED=1 go install "github.com/sqlc-dev/sqlc/cmd/sqlc@$SQLC_VERSION"
 fi

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/parley-chat/parley/db/dbtest"
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
 	"github.com/parley-chat/parley/rtc"
 	"github.com/parley-chat/parley/server"
@@ -15,6 +16,9 @@ import (
 // Not parallel: it runs while the parallel tests wait, so every goroutine it
 // finds afterwards is its own.
 func TestStreamsLeaveNoGoroutinesBehind(t *testing.T) {
+	// The database server first: a private one (on a machine where none
+	// answers) keeps goroutines for the binary's life, not the streams'.
+	dbtest.Ready(t)
 	ignore := goleak.IgnoreCurrent()
 	t.Run("open and close streams", func(t *testing.T) {
 		e := newEnv(t)

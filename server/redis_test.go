@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/parley-chat/parley/db/dbtest"
 )
 
 var (
@@ -22,16 +24,17 @@ var (
 
 // redisURL returns a Redis server for the test: PARLEY_TEST_REDIS_URL, else
 // the local one on 127.0.0.1:6379 when it answers, else a private
-// redis-server started for this test binary. Tests isolate themselves with
-// their own pub/sub channel.
+// redis-server started for this test binary. PARLEY_TEST_PRIVATE=1 (see
+// dbtest.Private) skips straight to the private one. Tests isolate
+// themselves with their own pub/sub channel.
 func redisURL(t testing.TB) string {
 	t.Helper()
 	redisOnce.Do(func() {
-		if u := os.Getenv("PARLEY_TEST_REDIS_URL"); u != "" {
+		if u := os.Getenv("PARLEY_TEST_REDIS_URL"); u != "" && !dbtest.Private() {
 			sharedURL = u
 			return
 		}
-		if redisAnswers("127.0.0.1:6379") {
+		if !dbtest.Private() && redisAnswers("127.0.0.1:6379") {
 			sharedURL = "redis://127.0.0.1:6379"
 			return
 		}

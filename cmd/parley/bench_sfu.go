@@ -476,6 +476,10 @@ func sfuBotAPI() (*webrtc.API, io.Closer, error) {
 	se.LoggerFactory = quiet
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	// A bot on the server's machine may have no address but loopback (a
+	// fresh container, CI in a network namespace); elsewhere the loopback
+	// candidate is one more pair ICE tries and drops.
+	se.SetIncludeLoopbackCandidate(true)
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{})
 	if err != nil {
 		return nil, nil, fmt.Errorf("bot socket: %w", err)

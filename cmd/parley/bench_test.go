@@ -14,10 +14,13 @@ import (
 )
 
 // benchEnv is the environment a server under `parley bench` needs: limits
-// off and cheap password hashing.
+// off, cheap password hashing, and loopback candidates for call media, since
+// the bench's bots run on this machine, which may have no other interface
+// (a fresh container, or a network namespace with only lo).
 func benchEnv(t *testing.T) map[string]string {
 	return map[string]string{
 		"PARLEY_DATABASE_URL":           dbtest.URL(t),
+		"PARLEY_RTC_LOOPBACK":           "true",
 		"PARLEY_REGISTER_LIMIT_ADDRESS": "0",
 		"PARLEY_LOGIN_LIMIT_ADDRESS":    "0",
 		"PARLEY_LOGIN_LIMIT_ACCOUNT":    "0",

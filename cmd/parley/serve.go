@@ -193,9 +193,11 @@ func database(ctx context.Context, cfg config, logger *slog.Logger) (string, fun
 	}
 	logger.Info("starting embedded PostgreSQL", "data_dir", dir)
 	pg, err := embedpg.Start(ctx, embedpg.Options{
-		DataDir:     dir,
-		Logger:      logger.With("component", "postgres"),
-		GrantSearch: true, // `make run` as root in /root must just work
+		DataDir: dir,
+		Logger:  logger.With("component", "postgres"),
+		// `make run` as root in /root must just work, without opening /root
+		// to the postgres user.
+		FallbackDir: "/var/lib/parley",
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("embedded PostgreSQL: %w", err)

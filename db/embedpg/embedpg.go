@@ -58,11 +58,12 @@ type Options struct {
 	BinDir string
 	// Logger receives postgres's own log lines at Debug level; nil discards.
 	Logger *slog.Logger
-	// GrantSearch, when running as root, adds search permission for others
-	// (o+x: pass through, not list) to each ancestor of DataDir that the
-	// unprivileged user cannot enter, such as a 0700 /root, logging a warning
-	// for each. Without it such a data dir is an error.
-	GrantSearch bool
+	// FallbackDir, when running as root, is where a new cluster goes if the
+	// unprivileged user cannot reach DataDir (say, under a 0700 /root): a
+	// fresh directory under it, owned by that user, to which DataDir becomes
+	// a symbolic link. The modes of the user's own directories stay as they
+	// are. Empty: such a data dir is an error.
+	FallbackDir string
 }
 
 // Server is a running private PostgreSQL server. Stop it when done.
@@ -92,6 +93,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedpg: data dir: %w", err)
 	}
+	// A data dir that links elsewhere (FallbackDir's doing) is run where it
+	// leads, which the server's user can reach.
+	if real, err := filepath.EvalSymlinks(dataDir); err == nil {
+		dataDir = real
+	}
 	clusterVersion := readVersion(dataDir)
 	binDir, err := findBinDir(opts.BinDir, clusterVersion)
 	if err != nil {
@@ -101,15 +107,15 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if owner != nil && clusterVersion == "" && opts.FallbackDir != "" {
+		if dataDir, err = relocate(dataDir, opts.FallbackDir, owner, logger); err != nil {
+			return nil, err
+		}
+	}
 	if err := prepareDataDir(dataDir, owner, clusterVersion != "", logger); err != nil {
 		return nil, err
 	}
 	if owner != nil {
-		if opts.GrantSearch {
-			if err := grantSearch(dataDir, owner, logger); err != nil {
-				return nil, err
-			}
-		}
 		if err := checkReachable(ctx, binDir, dataDir, owner); err != nil {
 			return nil, err
 		}
@@ -505,28 +511,54 @@ func checkReachable(ctx context.Context, binDir, dataDir string, owner *credenti
 	return fmt.Errorf("embedpg: run %s/postgres as user %s in %s: %w %s", binDir, owner.name, dataDir, err, strings.TrimSpace(string(out)))
 }
 
-// grantSearch adds o+x to every ancestor of dataDir that owner cannot enter.
-func grantSearch(dataDir string, owner *credential, logger *slog.Logger) error {
-	for range 64 { // more ancestors than any real path has
-		blocked := firstBlocked(dataDir, owner)
-		if blocked == "" {
-			return nil
+// relocate returns where a new cluster for dataDir goes: dataDir itself when
+// owner can reach it, else a fresh directory under fallback, owned by owner,
+// which dataDir becomes a link to. Granting owner passage through the user's
+// directories instead (chmod o+x /root) would change what the user did not
+// ask to change.
+func relocate(dataDir, fallback string, owner *credential, logger *slog.Logger) (string, error) {
+	existing := dataDir
+	for existing != filepath.Dir(existing) {
+		if _, err := os.Lstat(existing); err == nil {
+			break
 		}
-		info, err := os.Stat(blocked)
-		if err != nil {
-			return fmt.Errorf("embedpg: data dir %s: %w", dataDir, err)
-		}
-		mode := info.Mode().Perm() | 0o001
-		if mode == info.Mode().Perm() {
-			return nil // blocked for a reason chmod o+x cannot fix; checkReachable reports it
-		}
-		logger.Warn("letting the PostgreSQL user pass through a directory on the way to the data dir (chmod o+x)",
-			"dir", blocked, "user", owner.name, "mode", fmt.Sprintf("%#o", mode))
-		if err := os.Chmod(blocked, mode); err != nil {
-			return fmt.Errorf("embedpg: chmod o+x %s so that user %s can reach the data dir: %w", blocked, owner.name, err)
+		existing = filepath.Dir(existing)
+	}
+	blocked := firstBlocked(existing, owner)
+	if blocked == "" {
+		return dataDir, nil
+	}
+	if existing == dataDir {
+		// An empty data dir (left by an attempt that failed) gives way to
+		// the link; anything else in its place is the user's.
+		if err := os.Remove(dataDir); err != nil {
+			return "", fmt.Errorf("embedpg: user %s cannot reach data dir %s (it may not enter %s), and it is not empty, so it cannot become a link to a place it can: %w",
+				owner.name, dataDir, blocked, err)
 		}
 	}
-	return nil
+	if err := os.MkdirAll(fallback, 0o755); err != nil {
+		return "", fmt.Errorf("embedpg: create %s: %w", fallback, err)
+	}
+	target, err := os.MkdirTemp(fallback, "postgres-")
+	if err != nil {
+		return "", fmt.Errorf("embedpg: create cluster dir under %s: %w", fallback, err)
+	}
+	if err := os.Chown(target, int(owner.uid), int(owner.gid)); err != nil {
+		return "", fmt.Errorf("embedpg: give %s to user %s: %w", target, owner.name, err)
+	}
+	if b := firstBlocked(target, owner); b != "" {
+		return "", fmt.Errorf("embedpg: user %s cannot reach data dir %s (it may not enter %s), nor %s (it may not enter %s)",
+			owner.name, dataDir, blocked, target, b)
+	}
+	if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
+		return "", fmt.Errorf("embedpg: create parent of data dir: %w", err)
+	}
+	if err := os.Symlink(target, dataDir); err != nil {
+		return "", fmt.Errorf("embedpg: link data dir %s to %s: %w", dataDir, target, err)
+	}
+	logger.Info("PostgreSQL's user cannot reach the data dir; keeping the cluster where it can, linked from the data dir",
+		"data_dir", dataDir, "cluster_dir", target, "user", owner.name, "blocked_at", blocked)
+	return target, nil
 }
 
 // firstBlocked returns the first ancestor of dir (or dir itself) that owner

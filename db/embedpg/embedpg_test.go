@@ -109,7 +109,7 @@ func TestUnreachableDataDir(t *testing.T) {
 	}
 }
 
-func TestGrantSearchOpensPrivateParents(t *testing.T) {
+func TestFallbackDirLeavesPrivateParentsAlone(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("only root hands the server to another user")
@@ -117,20 +117,55 @@ func TestGrantSearchOpensPrivateParents(t *testing.T) {
 	// Like a clone in /root: the parent is private to root.
 	dir := t.TempDir()
 	parent := filepath.Dir(dir)
-	rec := &recorder{}
-	ctx := t.Context()
-	srv := startServer(ctx, t, Options{DataDir: filepath.Join(dir, "pg"), GrantSearch: true, Logger: slog.New(rec)})
-	connect(ctx, t, srv.URL("postgres"))
-	info, err := os.Stat(parent)
+	before, err := os.Stat(parent)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := info.Mode().Perm(); got&0o001 == 0 || got&0o004 != 0 {
-		t.Errorf("parent mode = %#o, want search (o+x) granted and listing (o+r) still denied", got)
+	// Not reachableTempDir, which opens the parent of t.TempDir.
+	base, err := os.MkdirTemp("", "parley-embedpg-")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !rec.has("pass through a directory") {
-		t.Errorf("no warning logged about the permission change; got %q", rec.messages())
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
 	}
+	fallback := filepath.Join(base, "var-lib-parley")
+	dataDir := filepath.Join(dir, "data", "pg")
+	rec := &recorder{}
+	ctx := t.Context()
+	srv := startServer(ctx, t, Options{DataDir: dataDir, FallbackDir: fallback, Logger: slog.New(rec)})
+	conn := connect(ctx, t, srv.URL("postgres"))
+	if _, err := conn.Exec(ctx, "CREATE DATABASE kept"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+
+	after, err := os.Stat(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Mode() != before.Mode() {
+		t.Errorf("parent mode = %v, want it unchanged (%v)", after.Mode(), before.Mode())
+	}
+	target, err := os.Readlink(dataDir)
+	if err != nil || filepath.Dir(target) != fallback {
+		t.Errorf("data dir links to %q (%v), want a directory under %s", target, err, fallback)
+	}
+	if !rec.has("keeping the cluster where it can") {
+		t.Errorf("where the cluster went was not logged; got %q", rec.messages())
+	}
+
+	// A restart finds the cluster through the link.
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	again := &recorder{}
+	srv = startServer(ctx, t, Options{DataDir: dataDir, FallbackDir: fallback, Logger: slog.New(again)})
+	if again.has("initializing PostgreSQL cluster") {
+		t.Error("restart ran initdb again")
+	}
+	connect(ctx, t, srv.URL("kept"))
 }
 
 func TestURL(t *testing.T) {
