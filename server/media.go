@@ -54,6 +54,11 @@ type MediaConfig struct {
 	SweepInterval time.Duration
 	// UploadsPerUser throttles CreateUpload per user.
 	UploadsPerUser Rate
+
+	// afterCheck, when set, is called when CompleteUpload has checked an
+	// upload's bytes and before it makes the media ready: tests pause a
+	// completion there to race another against it.
+	afterCheck func(ctx context.Context, mediaID string)
 }
 
 // DefaultMediaConfig returns the production media configuration without a
@@ -257,21 +262,51 @@ func (s *mediaService) CompleteUpload(ctx context.Context, req *parleyv1.Complet
 	if !time.Now().Before(m.ExpiresAt) {
 		return nil, errUploadExpired
 	}
-	// The client may write its upload key until the URL expires: the bytes
-	// are checked where only the server writes, so what was checked is
-	// what is served.
+	// One call at a time completes an upload: the claim is taken in the
+	// database, so it holds across nodes, and a second call is told so
+	// instead of moving, reading or deleting the bytes under the first.
+	m, err = s.db.ClaimUpload(ctx, m.ID)
+	if db.IsNoRows(err) {
+		if m, err := s.db.GetMedia(ctx, req.GetMediaId()); err == nil && m.State == mediaReady {
+			return &parleyv1.CompleteUploadResponse{Media: mediaToProto(m)}, nil
+		}
+		return nil, errUploadCompleting
+	}
+	if err != nil {
+		return nil, fmt.Errorf("claim upload: %w", err)
+	}
+	out, err := s.completeClaimed(ctx, m)
+	if err != nil {
+		// Hand the upload back so that CompleteUpload may be called again.
+		// Refused bytes stay refused: the local store's upload key keeps
+		// them, and S3's has none until the client sends new ones.
+		if rerr := s.db.ReleaseUpload(context.WithoutCancel(ctx), m.ID); rerr != nil {
+			s.logger.WarnContext(ctx, "release upload", "media_id", m.ID, "error", rerr)
+		}
+		return nil, err
+	}
+	return &parleyv1.CompleteUploadResponse{Media: mediaToProto(out)}, nil
+}
+
+// completeClaimed checks the bytes of an upload this call claimed and makes
+// the media ready.
+func (s *mediaService) completeClaimed(ctx context.Context, m db.Medium) (db.Medium, error) {
+	// The bytes are checked where only the server writes, so what was
+	// checked is what is served: sealing the upload key leaves nothing a
+	// client writes to it afterwards able to reach the storage key.
 	if m.UploadKey != nil {
-		err := s.store.Move(ctx, *m.UploadKey, m.StorageKey)
+		err := s.store.Seal(ctx, *m.UploadKey, m.StorageKey)
 		if errors.Is(err, storage.ErrNotFound) {
-			// Nothing uploaded, or a concurrent CompleteUpload moved it.
-			if _, serr := s.store.Size(ctx, m.StorageKey); errors.Is(serr, storage.ErrNotFound) {
-				return nil, errNothingUploaded
-			}
-		} else if err != nil {
-			return nil, err
+			return db.Medium{}, errNothingUploaded
+		}
+		if err != nil {
+			return db.Medium{}, err
 		}
 	}
 	done, err := s.check(ctx, m)
+	if err == nil && s.cfg.afterCheck != nil {
+		s.cfg.afterCheck(ctx, m.ID)
+	}
 	if err != nil {
 		var refused *uploadRefused
 		if errors.As(err, &refused) {
@@ -279,15 +314,11 @@ func (s *mediaService) CompleteUpload(ctx context.Context, req *parleyv1.Complet
 			if derr := s.store.Delete(ctx, m.StorageKey); derr != nil {
 				s.logger.WarnContext(ctx, "delete refused upload", "media_id", m.ID, "error", derr)
 			}
-			return nil, refused.err
+			return db.Medium{}, refused.err
 		}
-		return nil, err
+		return db.Medium{}, err
 	}
-	out, err := s.complete(ctx, m, done)
-	if err != nil {
-		return nil, err
-	}
-	return &parleyv1.CompleteUploadResponse{Media: mediaToProto(out)}, nil
+	return s.complete(ctx, m, done)
 }
 
 // uploadRefused is a check the uploaded bytes failed; err is what the
@@ -393,8 +424,7 @@ func (s *mediaService) check(ctx context.Context, m db.Medium) (checked, error) 
 	return out, nil
 }
 
-// complete stores the thumbnail and makes m ready. When another
-// CompleteUpload got there first, its result stands.
+// complete stores the thumbnail and makes m, which this call claimed, ready.
 func (s *mediaService) complete(ctx context.Context, m db.Medium, c checked) (db.Medium, error) {
 	var thumbKey string
 	if c.thumb != nil {
@@ -424,7 +454,7 @@ func (s *mediaService) complete(ctx context.Context, m db.Medium, c checked) (db
 		var err error
 		out, err = q.CompleteMedia(ctx, db.CompleteMediaParams{ID: m.ID, Width: c.width, Height: c.height, ThumbnailMediaID: thumbID})
 		if db.IsNoRows(err) {
-			return errLostRace
+			return errUploadExpired // the sweeper took it meanwhile
 		}
 		if err != nil {
 			return fmt.Errorf("complete media: %w", err)
@@ -439,14 +469,7 @@ func (s *mediaService) complete(ctx context.Context, m db.Medium, c checked) (db
 			s.logger.WarnContext(ctx, "delete unused thumbnail", "media_id", m.ID, "error", derr)
 		}
 	}
-	if !errors.Is(err, errLostRace) {
-		return db.Medium{}, err
-	}
-	out, err = s.db.GetMedia(ctx, m.ID)
-	if db.IsNoRows(err) || err == nil && out.State != mediaReady {
-		return db.Medium{}, errUploadExpired // the sweeper took it meanwhile
-	}
-	return out, err
+	return db.Medium{}, err
 }
 
 func (s *mediaService) GetMedia(ctx context.Context, req *parleyv1.GetMediaRequest) (*parleyv1.GetMediaResponse, error) {
