@@ -13,10 +13,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"runtime"
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/parley-chat/parley/db"
@@ -44,9 +44,13 @@ type MediaConfig struct {
 	// ImageTypes, VoiceTypes, VideoTypes and FileTypes are the content
 	// types each kind allows ("*" any, "audio/*" a family).
 	ImageTypes, VoiceTypes, VideoTypes, FileTypes []string
-	// MaxImagePixels bounds the images the server decodes for a
-	// thumbnail; a larger one is stored without.
-	MaxImagePixels int64
+	// DecodeBudget is how many bytes of memory decoding images for their
+	// thumbnails may take at once, shared by every upload on this node;
+	// an image whose decoding would take more than all of it is stored
+	// without a thumbnail. DecodeWait is how long a completion waits for
+	// its share before storing its image without a thumbnail.
+	DecodeBudget int64
+	DecodeWait   time.Duration
 	// UploadTTL is how long an upload URL works and an upload may be
 	// completed; URLTTL is how long a download URL works.
 	UploadTTL, URLTTL time.Duration
@@ -75,7 +79,8 @@ func DefaultMediaConfig() MediaConfig {
 			"audio/x-m4a", "audio/aac", "audio/amr", "audio/wav", "audio/x-wav", "audio/flac"},
 		VideoTypes:     []string{"video/mp4", "video/webm", "video/quicktime", "video/3gpp"},
 		FileTypes:      []string{"*"},
-		MaxImagePixels: 50_000_000,
+		DecodeBudget:   64 << 20,
+		DecodeWait:     10 * time.Second,
 		UploadTTL:      time.Hour,
 		URLTTL:         10 * time.Minute,
 		SweepInterval:  time.Minute,
@@ -128,7 +133,7 @@ type mediaService struct {
 	store   storage.Store
 	cfg     MediaConfig
 	uploads *keyedLimiter
-	decode  chan struct{} // bounds the images read and decoded at once
+	decode  *semaphore.Weighted // DecodeBudget, in bytes
 	logger  *slog.Logger
 }
 
@@ -138,7 +143,7 @@ func newMediaService(d *db.DB, store storage.Store, cfg MediaConfig, logger *slo
 		store:   store,
 		cfg:     cfg,
 		uploads: newKeyedLimiter(cfg.UploadsPerUser, 100_000),
-		decode:  make(chan struct{}, runtime.GOMAXPROCS(0)),
+		decode:  semaphore.NewWeighted(cfg.DecodeBudget),
 		logger:  logger.With("component", "media"),
 	}
 }
@@ -356,72 +361,124 @@ func (s *mediaService) check(ctx context.Context, m db.Medium) (checked, error) 
 	}
 	defer r.Close()
 	kind := parleyv1.MediaKind(m.Kind)
-	if kind == parleyv1.MediaKind_MEDIA_KIND_IMAGE {
-		// An image is read into memory and decoded: a few at a time.
-		select {
-		case s.decode <- struct{}{}:
-			defer func() { <-s.decode }()
-		case <-ctx.Done():
-			return out, ctx.Err()
-		}
-	}
+	isImage := kind == parleyv1.MediaKind_MEDIA_KIND_IMAGE
+	// The bytes stream through once, into the checksum and, for an image,
+	// its header: nothing holds a whole upload in memory.
 	h := sha256.New()
-	var body io.Reader = io.TeeReader(io.LimitReader(r, m.SizeBytes+1), h)
-	var whole bytes.Buffer
-	if kind == parleyv1.MediaKind_MEDIA_KIND_IMAGE {
-		// Images are small enough (MaxImageBytes) to decode from memory.
-		whole.Grow(int(m.SizeBytes))
-		body = io.TeeReader(body, &whole)
-	}
-	head := make([]byte, sniffLen)
-	n, err := io.ReadFull(body, head)
+	var n int64
+	head := &prefix{max: imageHeadLen}
+	body := io.TeeReader(io.LimitReader(r, m.SizeBytes+1), io.MultiWriter(h, (*counter)(&n), head))
+	sniffed := make([]byte, sniffLen)
+	k, err := io.ReadFull(body, sniffed)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return out, fmt.Errorf("read upload: %w", err)
 	}
 	_, types := s.kindLimit(kind)
-	if err := checkContent(kind, m.ContentType, head[:n], types); err != nil {
+	if err := checkContent(kind, m.ContentType, sniffed[:k], types); err != nil {
 		return out, refuse(connect.NewError(connect.CodeFailedPrecondition,
 			fmt.Errorf("the uploaded bytes were refused: %w; create a new upload", err)))
 	}
-	if m.Sha256 != "" || kind == parleyv1.MediaKind_MEDIA_KIND_IMAGE {
-		rest, err := io.Copy(io.Discard, body)
-		if err != nil {
+	var cfg image.Config
+	var format string
+	var cfgErr error
+	if isImage {
+		cfg, format, cfgErr = image.DecodeConfig(io.MultiReader(bytes.NewReader(sniffed[:k]), body))
+	}
+	if m.Sha256 != "" || isImage {
+		if _, err := io.Copy(io.Discard, body); err != nil {
 			return out, fmt.Errorf("read upload: %w", err)
 		}
-		if int64(n)+rest != m.SizeBytes {
+		if n != m.SizeBytes {
 			return out, refuse(errUploadSize)
 		}
 		if m.Sha256 != "" && hex.EncodeToString(h.Sum(nil)) != m.Sha256 {
 			return out, refuse(errUploadChecksum)
 		}
 	}
-	if kind != parleyv1.MediaKind_MEDIA_KIND_IMAGE {
+	if !isImage {
 		return out, nil
 	}
-	cfg, _, err := image.DecodeConfig(bytes.NewReader(whole.Bytes()))
-	if err != nil {
+	if cfgErr != nil || "image/"+format != sniff(sniffed[:k]) || cfg.Width <= 0 || cfg.Height <= 0 {
 		return out, refuse(errImageUndecodable)
 	}
 	// Width and height are as the picture is shown: turned by its EXIF
 	// orientation, as the thumbnail is.
-	orientation := jpegOrientation(whole.Bytes())
+	orientation := jpegOrientation(head.b)
 	out.width, out.height = int32(cfg.Width), int32(cfg.Height)
 	if orientation >= 5 {
 		out.width, out.height = out.height, out.width
 	}
-	if m.ThumbnailMediaID != nil || int64(cfg.Width)*int64(cfg.Height) > s.cfg.MaxImagePixels {
+	if m.ThumbnailMediaID != nil {
 		return out, nil
 	}
-	img, _, err := image.Decode(bytes.NewReader(whole.Bytes()))
-	if err != nil {
-		return out, refuse(errImageUndecodable)
-	}
-	t, err := makeThumbnail(img, orientation)
+	thumb, err := s.thumbnail(ctx, m, format, cfg, head.b, orientation)
 	if err != nil {
 		return out, err
 	}
-	out.thumb = &t
+	out.thumb = thumb
 	return out, nil
+}
+
+// imageHeadLen is how much of an image check keeps to read its EXIF
+// orientation and JPEG frame header, which come before the image data.
+const imageHeadLen = 256 << 10
+
+// thumbnail decodes the image at m's storage key within the decode budget
+// and makes its thumbnail; none when decoding it would take more than the
+// whole budget, or when the budget stays busy for DecodeWait.
+func (s *mediaService) thumbnail(ctx context.Context, m db.Medium, format string, cfg image.Config, head []byte, orientation int) (*thumbnail, error) {
+	if format == "webp" && webpAnimated(head) {
+		return nil, nil // x/image/webp decodes no animation: stored as it is
+	}
+	cost := decodeCost(format, cfg, head, m.SizeBytes)
+	log := s.logger.With("media_id", m.ID, "format", format, "width", cfg.Width, "height", cfg.Height, "decode_bytes", cost)
+	if cost > s.cfg.DecodeBudget {
+		log.InfoContext(ctx, "image over the decode budget: stored without a thumbnail")
+		return nil, nil
+	}
+	wait, cancel := context.WithTimeout(ctx, s.cfg.DecodeWait)
+	err := s.decode.Acquire(wait, cost)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		log.WarnContext(ctx, "decode budget busy: image stored without a thumbnail", "waited", s.cfg.DecodeWait)
+		return nil, nil
+	}
+	defer s.decode.Release(cost)
+	r, err := s.store.Open(ctx, m.StorageKey)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	img, err := decodeImage(r, cfg)
+	if err != nil {
+		return nil, refuse(errImageUndecodable)
+	}
+	t, err := makeThumbnail(img, orientation)
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// counter counts the bytes written to it.
+type counter int64
+
+func (c *counter) Write(p []byte) (int, error) { *c += counter(len(p)); return len(p), nil }
+
+// prefix keeps the first max bytes written to it.
+type prefix struct {
+	b   []byte
+	max int
+}
+
+func (p *prefix) Write(b []byte) (int, error) {
+	if room := p.max - len(p.b); room > 0 {
+		p.b = append(p.b, b[:min(room, len(b))]...)
+	}
+	return len(b), nil
 }
 
 // complete stores the thumbnail and makes m, which this call claimed, ready.

@@ -17,6 +17,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1156,4 +1158,39 @@ func TestMediaCompletionIsExclusive(t *testing.T) {
 			t.Errorf("download: HTTP %d with %d bytes, want 200 with the %d bytes checked", res.StatusCode, len(body), len(img))
 		}
 	}, func(c *server.Config) { server.SetMediaAfterCheck(c, ps.hook) })
+}
+
+// TestMediaImagesOverTheDecodeBudgetGetNoThumbnail completes images whose
+// decoding would take more memory than the default decode budget, and an
+// animated WebP, which cannot be decoded: they are ready with their size,
+// without a thumbnail.
+func TestMediaImagesOverTheDecodeBudgetGetNoThumbnail(t *testing.T) {
+	e := newEnv(t)
+	alice := e.signUp("alice")
+	// 7,000×7,000 paletted pixels: 49 MB decoded and a 72 MB scaling
+	// buffer, from a file of some 50 KB.
+	bomb := encodePNG(t, image.NewPaletted(image.Rect(0, 0, 7000, 7000), color.Palette{color.Black, color.White}))
+	anim, err := os.ReadFile(filepath.Join("testdata", "images", "animated.webp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, contentType string
+		body              []byte
+		w, h              int32
+	}{
+		{"a decompression bomb", "image/png", bomb, 7000, 7000},
+		{"an animated WebP", "image/webp", anim, 640, 480},
+	}
+	for _, tc := range tests {
+		m := e.upload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_IMAGE, ContentType: tc.contentType}, tc.body)
+		if m.GetState() != parleyv1.MediaState_MEDIA_STATE_READY || m.GetWidth() != tc.w || m.GetHeight() != tc.h || m.GetThumbnailMediaId() != "" {
+			t.Errorf("%s: got %v %dx%d thumbnail %q, want ready %dx%d without a thumbnail",
+				tc.name, m.GetState(), m.GetWidth(), m.GetHeight(), m.GetThumbnailMediaId(), tc.w, tc.h)
+		}
+	}
+	small := e.upload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_IMAGE, ContentType: "image/png"}, encodePNG(t, testImage(400, 300)))
+	if small.GetThumbnailMediaId() == "" {
+		t.Error("an image within the budget got no thumbnail")
+	}
 }
