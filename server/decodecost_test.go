@@ -216,6 +216,7 @@ type openCounter struct {
 	peak      int64
 	maxAtOnce int
 	atOnce    int
+	two       chan struct{} // closed when two are open at once
 }
 
 func (o *openCounter) Open(ctx context.Context, key string) (io.ReadCloser, error) {
@@ -227,8 +228,21 @@ func (o *openCounter) Open(ctx context.Context, key string) (io.ReadCloser, erro
 	o.open += o.cost
 	o.atOnce++
 	o.peak, o.maxAtOnce = max(o.peak, o.open), max(o.maxAtOnce, o.atOnce)
+	if o.atOnce == 2 && o.two != nil {
+		close(o.two)
+		o.two = nil
+	}
+	two := o.two
 	o.mu.Unlock()
-	time.Sleep(20 * time.Millisecond) // hold it, so that calls overlap
+	if two != nil {
+		// The first decode waits for a second one to start, so that the
+		// budget is seen to admit two; a third would start meanwhile if
+		// the budget did not hold it back.
+		select {
+		case <-two:
+		case <-time.After(10 * time.Second):
+		}
+	}
 	return closer{r, func() {
 		o.mu.Lock()
 		o.open -= o.cost
@@ -259,7 +273,7 @@ func TestDecodeBudgetIsSharedByConcurrentUploads(t *testing.T) {
 		t.Fatal(err)
 	}
 	cost := decodeCost(format, cfg, b, int64(len(b)))
-	store := &openCounter{Store: local, cost: cost}
+	store := &openCounter{Store: local, cost: cost, two: make(chan struct{})}
 	mc := DefaultMediaConfig()
 	mc.DecodeBudget = cost * 5 / 2
 	mc.DecodeWait = time.Minute
