@@ -58,11 +58,44 @@ func (q *Queries) ClaimExpiredUploads(ctx context.Context, arg ClaimExpiredUploa
 	return items, nil
 }
 
+const claimUpload = `-- name: ClaimUpload :one
+UPDATE media SET state = 3 WHERE id = $1 AND state = 1
+RETURNING id, uploader_id, kind, state, content_type, size_bytes, sha256, file_name, width, height, duration_ms, thumbnail_media_id, upload_key, storage_key, created_at, expires_at, completed_at
+`
+
+// ClaimUpload gives one CompleteUpload the upload of a pending media to
+// check (state 3, checking); no row when another call holds it or it is
+// ready already.
+func (q *Queries) ClaimUpload(ctx context.Context, id string) (Medium, error) {
+	row := q.db.QueryRow(ctx, claimUpload, id)
+	var i Medium
+	err := row.Scan(
+		&i.ID,
+		&i.UploaderID,
+		&i.Kind,
+		&i.State,
+		&i.ContentType,
+		&i.SizeBytes,
+		&i.Sha256,
+		&i.FileName,
+		&i.Width,
+		&i.Height,
+		&i.DurationMs,
+		&i.ThumbnailMediaID,
+		&i.UploadKey,
+		&i.StorageKey,
+		&i.CreatedAt,
+		&i.ExpiresAt,
+		&i.CompletedAt,
+	)
+	return i, err
+}
+
 const completeMedia = `-- name: CompleteMedia :one
 UPDATE media
 SET state = 2, width = $1, height = $2, thumbnail_media_id = $3,
     completed_at = now()
-WHERE id = $4 AND state = 1
+WHERE id = $4 AND state = 3
 RETURNING id, uploader_id, kind, state, content_type, size_bytes, sha256, file_name, width, height, duration_ms, thumbnail_media_id, upload_key, storage_key, created_at, expires_at, completed_at
 `
 
@@ -73,8 +106,8 @@ type CompleteMediaParams struct {
 	ID               string
 }
 
-// CompleteMedia makes a pending media ready with what its bytes showed. A
-// media completed meanwhile is left alone (no row returned).
+// CompleteMedia makes a media its CompleteUpload claimed ready with what its
+// bytes showed. A media the sweeper deleted meanwhile returns no row.
 func (q *Queries) CompleteMedia(ctx context.Context, arg CompleteMediaParams) (Medium, error) {
 	row := q.db.QueryRow(ctx, completeMedia,
 		arg.Width,
@@ -169,7 +202,7 @@ func (q *Queries) CreateMedia(ctx context.Context, arg CreateMediaParams) (Mediu
 }
 
 const deleteMedia = `-- name: DeleteMedia :exec
-DELETE FROM media WHERE id = ANY($1::uuid[]) AND state = 1
+DELETE FROM media WHERE id = ANY($1::uuid[]) AND state <> 2
 `
 
 func (q *Queries) DeleteMedia(ctx context.Context, ids []string) error {
@@ -360,6 +393,17 @@ func (q *Queries) MediaVisible(ctx context.Context, arg MediaVisibleParams) (boo
 	var visible bool
 	err := row.Scan(&visible)
 	return visible, err
+}
+
+const releaseUpload = `-- name: ReleaseUpload :exec
+UPDATE media SET state = 1 WHERE id = $1 AND state = 3
+`
+
+// ReleaseUpload hands back a claimed upload whose check did not finish, so
+// that CompleteUpload may be called again.
+func (q *Queries) ReleaseUpload(ctx context.Context, id string) error {
+	_, err := q.db.Exec(ctx, releaseUpload, id)
+	return err
 }
 
 const setAvatar = `-- name: SetAvatar :one

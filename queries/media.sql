@@ -19,13 +19,25 @@ SELECT * FROM media WHERE id = $1;
 -- name: GetMediaList :many
 SELECT * FROM media WHERE id = ANY(@ids::uuid[]);
 
--- CompleteMedia makes a pending media ready with what its bytes showed. A
--- media completed meanwhile is left alone (no row returned).
+-- ClaimUpload gives one CompleteUpload the upload of a pending media to
+-- check (state 3, checking); no row when another call holds it or it is
+-- ready already.
+-- name: ClaimUpload :one
+UPDATE media SET state = 3 WHERE id = @id AND state = 1
+RETURNING *;
+
+-- ReleaseUpload hands back a claimed upload whose check did not finish, so
+-- that CompleteUpload may be called again.
+-- name: ReleaseUpload :exec
+UPDATE media SET state = 1 WHERE id = @id AND state = 3;
+
+-- CompleteMedia makes a media its CompleteUpload claimed ready with what its
+-- bytes showed. A media the sweeper deleted meanwhile returns no row.
 -- name: CompleteMedia :one
 UPDATE media
 SET state = 2, width = @width, height = @height, thumbnail_media_id = sqlc.narg('thumbnail_media_id'),
     completed_at = now()
-WHERE id = @id AND state = 1
+WHERE id = @id AND state = 3
 RETURNING *;
 
 -- ClaimExpiredUploads takes up to max_rows media whose upload URL expired
@@ -42,7 +54,7 @@ FOR UPDATE SKIP LOCKED;
 UPDATE media SET upload_key = NULL WHERE id = ANY(@ids::uuid[]) AND state = 2;
 
 -- name: DeleteMedia :exec
-DELETE FROM media WHERE id = ANY(@ids::uuid[]) AND state = 1;
+DELETE FROM media WHERE id = ANY(@ids::uuid[]) AND state <> 2;
 
 -- name: InsertMessageMedia :exec
 INSERT INTO message_media (media_id, conversation_id, seq)

@@ -98,6 +98,7 @@ var (
 	errAvatarNotFound    = errors.New("avatar_media_id: media not found among your uploads")
 	errAvatarUnfit       = errors.New("avatar_media_id: must be a completed image")
 	errUploadExpired     = errors.New("the upload has expired; create a new one")
+	errUploadCompleting  = errors.New("the upload is being completed by another CompleteUpload; call again when it has returned")
 	errNothingUploaded   = errors.New("nothing has been uploaded for this media; send its bytes to upload_url first")
 	errUploadSize        = errors.New("the uploaded bytes are not the declared size_bytes; create a new upload")
 	errUploadChecksum    = errors.New("the uploaded bytes do not match the declared sha256; create a new upload")
@@ -193,6 +194,7 @@ var errorCodes = map[error]connect.Code{
 	errAvatarNotFound:    connect.CodeNotFound,
 	errAvatarUnfit:       connect.CodeFailedPrecondition,
 	errUploadExpired:     connect.CodeFailedPrecondition,
+	errUploadCompleting:  connect.CodeFailedPrecondition,
 	errNothingUploaded:   connect.CodeFailedPrecondition,
 	errUploadSize:        connect.CodeFailedPrecondition,
 	errUploadChecksum:    connect.CodeFailedPrecondition,

@@ -13,10 +13,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"runtime"
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/parley-chat/parley/db"
@@ -44,9 +44,13 @@ type MediaConfig struct {
 	// ImageTypes, VoiceTypes, VideoTypes and FileTypes are the content
 	// types each kind allows ("*" any, "audio/*" a family).
 	ImageTypes, VoiceTypes, VideoTypes, FileTypes []string
-	// MaxImagePixels bounds the images the server decodes for a
-	// thumbnail; a larger one is stored without.
-	MaxImagePixels int64
+	// DecodeBudget is how many bytes of memory decoding images for their
+	// thumbnails may take at once, shared by every upload on this node;
+	// an image whose decoding would take more than all of it is stored
+	// without a thumbnail. DecodeWait is how long a completion waits for
+	// its share before storing its image without a thumbnail.
+	DecodeBudget int64
+	DecodeWait   time.Duration
 	// UploadTTL is how long an upload URL works and an upload may be
 	// completed; URLTTL is how long a download URL works.
 	UploadTTL, URLTTL time.Duration
@@ -54,6 +58,11 @@ type MediaConfig struct {
 	SweepInterval time.Duration
 	// UploadsPerUser throttles CreateUpload per user.
 	UploadsPerUser Rate
+
+	// afterCheck, when set, is called when CompleteUpload has checked an
+	// upload's bytes and before it makes the media ready: tests pause a
+	// completion there to race another against it.
+	afterCheck func(ctx context.Context, mediaID string)
 }
 
 // DefaultMediaConfig returns the production media configuration without a
@@ -70,7 +79,8 @@ func DefaultMediaConfig() MediaConfig {
 			"audio/x-m4a", "audio/aac", "audio/amr", "audio/wav", "audio/x-wav", "audio/flac"},
 		VideoTypes:     []string{"video/mp4", "video/webm", "video/quicktime", "video/3gpp"},
 		FileTypes:      []string{"*"},
-		MaxImagePixels: 50_000_000,
+		DecodeBudget:   64 << 20,
+		DecodeWait:     10 * time.Second,
 		UploadTTL:      time.Hour,
 		URLTTL:         10 * time.Minute,
 		SweepInterval:  time.Minute,
@@ -123,7 +133,7 @@ type mediaService struct {
 	store   storage.Store
 	cfg     MediaConfig
 	uploads *keyedLimiter
-	decode  chan struct{} // bounds the images read and decoded at once
+	decode  *semaphore.Weighted // DecodeBudget, in bytes
 	logger  *slog.Logger
 }
 
@@ -133,7 +143,7 @@ func newMediaService(d *db.DB, store storage.Store, cfg MediaConfig, logger *slo
 		store:   store,
 		cfg:     cfg,
 		uploads: newKeyedLimiter(cfg.UploadsPerUser, 100_000),
-		decode:  make(chan struct{}, runtime.GOMAXPROCS(0)),
+		decode:  semaphore.NewWeighted(cfg.DecodeBudget),
 		logger:  logger.With("component", "media"),
 	}
 }
@@ -257,21 +267,51 @@ func (s *mediaService) CompleteUpload(ctx context.Context, req *parleyv1.Complet
 	if !time.Now().Before(m.ExpiresAt) {
 		return nil, errUploadExpired
 	}
-	// The client may write its upload key until the URL expires: the bytes
-	// are checked where only the server writes, so what was checked is
-	// what is served.
+	// One call at a time completes an upload: the claim is taken in the
+	// database, so it holds across nodes, and a second call is told so
+	// instead of moving, reading or deleting the bytes under the first.
+	m, err = s.db.ClaimUpload(ctx, m.ID)
+	if db.IsNoRows(err) {
+		if m, err := s.db.GetMedia(ctx, req.GetMediaId()); err == nil && m.State == mediaReady {
+			return &parleyv1.CompleteUploadResponse{Media: mediaToProto(m)}, nil
+		}
+		return nil, errUploadCompleting
+	}
+	if err != nil {
+		return nil, fmt.Errorf("claim upload: %w", err)
+	}
+	out, err := s.completeClaimed(ctx, m)
+	if err != nil {
+		// Hand the upload back so that CompleteUpload may be called again.
+		// Refused bytes stay refused: the local store's upload key keeps
+		// them, and S3's has none until the client sends new ones.
+		if rerr := s.db.ReleaseUpload(context.WithoutCancel(ctx), m.ID); rerr != nil {
+			s.logger.WarnContext(ctx, "release upload", "media_id", m.ID, "error", rerr)
+		}
+		return nil, err
+	}
+	return &parleyv1.CompleteUploadResponse{Media: mediaToProto(out)}, nil
+}
+
+// completeClaimed checks the bytes of an upload this call claimed and makes
+// the media ready.
+func (s *mediaService) completeClaimed(ctx context.Context, m db.Medium) (db.Medium, error) {
+	// The bytes are checked where only the server writes, so what was
+	// checked is what is served: sealing the upload key leaves nothing a
+	// client writes to it afterwards able to reach the storage key.
 	if m.UploadKey != nil {
-		err := s.store.Move(ctx, *m.UploadKey, m.StorageKey)
+		err := s.store.Seal(ctx, *m.UploadKey, m.StorageKey)
 		if errors.Is(err, storage.ErrNotFound) {
-			// Nothing uploaded, or a concurrent CompleteUpload moved it.
-			if _, serr := s.store.Size(ctx, m.StorageKey); errors.Is(serr, storage.ErrNotFound) {
-				return nil, errNothingUploaded
-			}
-		} else if err != nil {
-			return nil, err
+			return db.Medium{}, errNothingUploaded
+		}
+		if err != nil {
+			return db.Medium{}, err
 		}
 	}
 	done, err := s.check(ctx, m)
+	if err == nil && s.cfg.afterCheck != nil {
+		s.cfg.afterCheck(ctx, m.ID)
+	}
 	if err != nil {
 		var refused *uploadRefused
 		if errors.As(err, &refused) {
@@ -279,15 +319,11 @@ func (s *mediaService) CompleteUpload(ctx context.Context, req *parleyv1.Complet
 			if derr := s.store.Delete(ctx, m.StorageKey); derr != nil {
 				s.logger.WarnContext(ctx, "delete refused upload", "media_id", m.ID, "error", derr)
 			}
-			return nil, refused.err
+			return db.Medium{}, refused.err
 		}
-		return nil, err
+		return db.Medium{}, err
 	}
-	out, err := s.complete(ctx, m, done)
-	if err != nil {
-		return nil, err
-	}
-	return &parleyv1.CompleteUploadResponse{Media: mediaToProto(out)}, nil
+	return s.complete(ctx, m, done)
 }
 
 // uploadRefused is a check the uploaded bytes failed; err is what the
@@ -325,76 +361,127 @@ func (s *mediaService) check(ctx context.Context, m db.Medium) (checked, error) 
 	}
 	defer r.Close()
 	kind := parleyv1.MediaKind(m.Kind)
-	if kind == parleyv1.MediaKind_MEDIA_KIND_IMAGE {
-		// An image is read into memory and decoded: a few at a time.
-		select {
-		case s.decode <- struct{}{}:
-			defer func() { <-s.decode }()
-		case <-ctx.Done():
-			return out, ctx.Err()
-		}
-	}
+	isImage := kind == parleyv1.MediaKind_MEDIA_KIND_IMAGE
+	// The bytes stream through once, into the checksum and, for an image,
+	// its header: nothing holds a whole upload in memory.
 	h := sha256.New()
-	var body io.Reader = io.TeeReader(io.LimitReader(r, m.SizeBytes+1), h)
-	var whole bytes.Buffer
-	if kind == parleyv1.MediaKind_MEDIA_KIND_IMAGE {
-		// Images are small enough (MaxImageBytes) to decode from memory.
-		whole.Grow(int(m.SizeBytes))
-		body = io.TeeReader(body, &whole)
-	}
-	head := make([]byte, sniffLen)
-	n, err := io.ReadFull(body, head)
+	var n int64
+	head := &prefix{max: imageHeadLen}
+	body := io.TeeReader(io.LimitReader(r, m.SizeBytes+1), io.MultiWriter(h, (*counter)(&n), head))
+	sniffed := make([]byte, sniffLen)
+	k, err := io.ReadFull(body, sniffed)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return out, fmt.Errorf("read upload: %w", err)
 	}
 	_, types := s.kindLimit(kind)
-	if err := checkContent(kind, m.ContentType, head[:n], types); err != nil {
+	if err := checkContent(kind, m.ContentType, sniffed[:k], types); err != nil {
 		return out, refuse(connect.NewError(connect.CodeFailedPrecondition,
 			fmt.Errorf("the uploaded bytes were refused: %w; create a new upload", err)))
 	}
-	if m.Sha256 != "" || kind == parleyv1.MediaKind_MEDIA_KIND_IMAGE {
-		rest, err := io.Copy(io.Discard, body)
-		if err != nil {
+	var cfg image.Config
+	var format string
+	var cfgErr error
+	if isImage {
+		cfg, format, cfgErr = image.DecodeConfig(io.MultiReader(bytes.NewReader(sniffed[:k]), body))
+	}
+	if m.Sha256 != "" || isImage {
+		if _, err := io.Copy(io.Discard, body); err != nil {
 			return out, fmt.Errorf("read upload: %w", err)
 		}
-		if int64(n)+rest != m.SizeBytes {
+		if n != m.SizeBytes {
 			return out, refuse(errUploadSize)
 		}
 		if m.Sha256 != "" && hex.EncodeToString(h.Sum(nil)) != m.Sha256 {
 			return out, refuse(errUploadChecksum)
 		}
 	}
-	if kind != parleyv1.MediaKind_MEDIA_KIND_IMAGE {
+	if !isImage {
 		return out, nil
 	}
-	cfg, _, err := image.DecodeConfig(bytes.NewReader(whole.Bytes()))
-	if err != nil {
+	if cfgErr != nil || "image/"+format != sniff(sniffed[:k]) || cfg.Width <= 0 || cfg.Height <= 0 {
 		return out, refuse(errImageUndecodable)
 	}
 	// Width and height are as the picture is shown: turned by its EXIF
 	// orientation, as the thumbnail is.
-	orientation := jpegOrientation(whole.Bytes())
+	orientation := jpegOrientation(head.b)
 	out.width, out.height = int32(cfg.Width), int32(cfg.Height)
 	if orientation >= 5 {
 		out.width, out.height = out.height, out.width
 	}
-	if m.ThumbnailMediaID != nil || int64(cfg.Width)*int64(cfg.Height) > s.cfg.MaxImagePixels {
+	if m.ThumbnailMediaID != nil {
 		return out, nil
 	}
-	img, _, err := image.Decode(bytes.NewReader(whole.Bytes()))
-	if err != nil {
-		return out, refuse(errImageUndecodable)
-	}
-	t, err := makeThumbnail(img, orientation)
+	thumb, err := s.thumbnail(ctx, m, format, cfg, head.b, orientation)
 	if err != nil {
 		return out, err
 	}
-	out.thumb = &t
+	out.thumb = thumb
 	return out, nil
 }
 
-// complete stores the thumbnail and makes m ready. When another
-// CompleteUpload got there first, its result stands.
+// imageHeadLen is how much of an image check keeps to read its EXIF
+// orientation and JPEG frame header, which come before the image data.
+const imageHeadLen = 256 << 10
+
+// thumbnail decodes the image at m's storage key within the decode budget
+// and makes its thumbnail; none when decoding it would take more than the
+// whole budget, or when the budget stays busy for DecodeWait.
+func (s *mediaService) thumbnail(ctx context.Context, m db.Medium, format string, cfg image.Config, head []byte, orientation int) (*thumbnail, error) {
+	if format == "webp" && webpAnimated(head) {
+		return nil, nil // x/image/webp decodes no animation: stored as it is
+	}
+	cost := decodeCost(format, cfg, head, m.SizeBytes)
+	log := s.logger.With("media_id", m.ID, "format", format, "width", cfg.Width, "height", cfg.Height, "decode_bytes", cost)
+	if cost > s.cfg.DecodeBudget {
+		log.InfoContext(ctx, "image over the decode budget: stored without a thumbnail")
+		return nil, nil
+	}
+	wait, cancel := context.WithTimeout(ctx, s.cfg.DecodeWait)
+	err := s.decode.Acquire(wait, cost)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		log.WarnContext(ctx, "decode budget busy: image stored without a thumbnail", "waited", s.cfg.DecodeWait)
+		return nil, nil
+	}
+	defer s.decode.Release(cost)
+	r, err := s.store.Open(ctx, m.StorageKey)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	img, err := decodeImage(r, cfg)
+	if err != nil {
+		return nil, refuse(errImageUndecodable)
+	}
+	t, err := makeThumbnail(img, orientation)
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// counter counts the bytes written to it.
+type counter int64
+
+func (c *counter) Write(p []byte) (int, error) { *c += counter(len(p)); return len(p), nil }
+
+// prefix keeps the first max bytes written to it.
+type prefix struct {
+	b   []byte
+	max int
+}
+
+func (p *prefix) Write(b []byte) (int, error) {
+	if room := p.max - len(p.b); room > 0 {
+		p.b = append(p.b, b[:min(room, len(b))]...)
+	}
+	return len(b), nil
+}
+
+// complete stores the thumbnail and makes m, which this call claimed, ready.
 func (s *mediaService) complete(ctx context.Context, m db.Medium, c checked) (db.Medium, error) {
 	var thumbKey string
 	if c.thumb != nil {
@@ -424,7 +511,7 @@ func (s *mediaService) complete(ctx context.Context, m db.Medium, c checked) (db
 		var err error
 		out, err = q.CompleteMedia(ctx, db.CompleteMediaParams{ID: m.ID, Width: c.width, Height: c.height, ThumbnailMediaID: thumbID})
 		if db.IsNoRows(err) {
-			return errLostRace
+			return errUploadExpired // the sweeper took it meanwhile
 		}
 		if err != nil {
 			return fmt.Errorf("complete media: %w", err)
@@ -439,14 +526,7 @@ func (s *mediaService) complete(ctx context.Context, m db.Medium, c checked) (db
 			s.logger.WarnContext(ctx, "delete unused thumbnail", "media_id", m.ID, "error", derr)
 		}
 	}
-	if !errors.Is(err, errLostRace) {
-		return db.Medium{}, err
-	}
-	out, err = s.db.GetMedia(ctx, m.ID)
-	if db.IsNoRows(err) || err == nil && out.State != mediaReady {
-		return db.Medium{}, errUploadExpired // the sweeper took it meanwhile
-	}
-	return out, err
+	return db.Medium{}, err
 }
 
 func (s *mediaService) GetMedia(ctx context.Context, req *parleyv1.GetMediaRequest) (*parleyv1.GetMediaResponse, error) {

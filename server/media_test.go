@@ -17,7 +17,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -759,10 +762,15 @@ func TestMediaAbandonedUploadsAreSwept(t *testing.T) {
 			t.Fatal(err)
 		}
 		kept := done.GetMedia()
-		// Bytes written to the upload URL after completion change nothing
-		// and are swept too.
-		if code := e.put(keptUp, []byte("late\n")); code != http.StatusOK {
-			t.Fatalf("late upload: HTTP %d", code)
+		// The local store's upload URL refuses bytes once completion has
+		// begun; S3's cannot, but what it takes changes nothing and is
+		// swept too.
+		want := http.StatusOK
+		if me.backend == "local" {
+			want = http.StatusConflict
+		}
+		if code := e.put(keptUp, []byte("late\n")); code != want {
+			t.Fatalf("late upload: HTTP %d, want %d", code, want)
 		}
 		var keptKey string
 		if err := e.db.Pool().QueryRow(context.Background(), "SELECT upload_key FROM media WHERE id = $1", kept.GetId()).Scan(&keptKey); err != nil {
@@ -1059,5 +1067,130 @@ func TestMediaThumbnailsOfTurnedPhotosStandUpright(t *testing.T) {
 	}
 	if r, _, b, _ := bottom.RGBA(); b < 0xC000 || r > 0x4000 {
 		t.Errorf("got %v at the bottom, want blue", bottom)
+	}
+}
+
+// pauses holds CompleteUpload calls at the server's seam after the check,
+// one pause per media id, so a test can act while a completion is under way.
+type pauses struct {
+	mu sync.Mutex
+	at map[string]*pause
+}
+
+type pause struct{ arrived, resume chan struct{} }
+
+// add pauses the next completion of mediaID that reaches the seam.
+func (p *pauses) add(mediaID string) *pause {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.at == nil {
+		p.at = map[string]*pause{}
+	}
+	w := &pause{arrived: make(chan struct{}), resume: make(chan struct{})}
+	p.at[mediaID] = w
+	return w
+}
+
+func (p *pauses) hook(ctx context.Context, mediaID string) {
+	p.mu.Lock()
+	w := p.at[mediaID]
+	delete(p.at, mediaID)
+	p.mu.Unlock()
+	if w == nil {
+		return
+	}
+	close(w.arrived)
+	select {
+	case <-w.resume:
+	case <-ctx.Done():
+	}
+}
+
+// TestMediaCompletionIsExclusive races a second upload and CompleteUpload
+// against a completion under way: the second call is refused, the local
+// upload URL takes no more bytes, and the media serves what the first call
+// checked.
+func TestMediaCompletionIsExclusive(t *testing.T) {
+	var ps pauses
+	forEachBackend(t, func(t *testing.T, me mediaEnv) {
+		e := me.env
+		alice := e.signUp("alice")
+		img := encodePNG(t, testImage(200, 150))
+		up := e.startUpload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_IMAGE, ContentType: "image/png"}, img)
+		p := ps.add(up.GetMediaId())
+		type result struct {
+			res *parleyv1.CompleteUploadResponse
+			err error
+		}
+		first := make(chan result, 1)
+		go func() {
+			res, err := e.media().CompleteUpload(alice.ctx(), &parleyv1.CompleteUploadRequest{MediaId: up.GetMediaId()})
+			first <- result{res, err}
+		}()
+		select {
+		case <-p.arrived:
+		case r := <-first:
+			t.Fatalf("the first CompleteUpload returned before its check paused: %v", r.err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the first CompleteUpload did not reach its check")
+		}
+		// Other bytes of the same size to the same URL. S3 cannot revoke a
+		// presigned URL, so there it takes them, but they are never read.
+		code := e.put(up, pad(nil, len(img)))
+		if me.backend == "local" && code != http.StatusConflict {
+			t.Errorf("upload during completion: HTTP %d, want %d", code, http.StatusConflict)
+		}
+		_, err := e.media().CompleteUpload(alice.ctx(), &parleyv1.CompleteUploadRequest{MediaId: up.GetMediaId()})
+		if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "being completed") {
+			t.Errorf("second CompleteUpload: got %v, want FailedPrecondition saying the upload is being completed", err)
+		}
+		close(p.resume)
+		r := <-first
+		if r.err != nil {
+			t.Fatalf("first CompleteUpload: %v", r.err)
+		}
+		got, err := e.media().GetMedia(alice.ctx(), &parleyv1.GetMediaRequest{MediaId: up.GetMediaId()})
+		if err != nil {
+			t.Fatalf("GetMedia: %v", err)
+		}
+		res, body := e.fetch(got.GetDownloadUrl())
+		if res.StatusCode != http.StatusOK || !bytes.Equal(body, img) {
+			t.Errorf("download: HTTP %d with %d bytes, want 200 with the %d bytes checked", res.StatusCode, len(body), len(img))
+		}
+	}, func(c *server.Config) { server.SetMediaAfterCheck(c, ps.hook) })
+}
+
+// TestMediaImagesOverTheDecodeBudgetGetNoThumbnail completes images whose
+// decoding would take more memory than the default decode budget, and an
+// animated WebP, which cannot be decoded: they are ready with their size,
+// without a thumbnail.
+func TestMediaImagesOverTheDecodeBudgetGetNoThumbnail(t *testing.T) {
+	e := newEnv(t)
+	alice := e.signUp("alice")
+	// 7,000×7,000 paletted pixels: 49 MB decoded and a 72 MB scaling
+	// buffer, from a file of some 50 KB.
+	bomb := encodePNG(t, image.NewPaletted(image.Rect(0, 0, 7000, 7000), color.Palette{color.Black, color.White}))
+	anim, err := os.ReadFile(filepath.Join("testdata", "images", "animated.webp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, contentType string
+		body              []byte
+		w, h              int32
+	}{
+		{"a decompression bomb", "image/png", bomb, 7000, 7000},
+		{"an animated WebP", "image/webp", anim, 640, 480},
+	}
+	for _, tc := range tests {
+		m := e.upload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_IMAGE, ContentType: tc.contentType}, tc.body)
+		if m.GetState() != parleyv1.MediaState_MEDIA_STATE_READY || m.GetWidth() != tc.w || m.GetHeight() != tc.h || m.GetThumbnailMediaId() != "" {
+			t.Errorf("%s: got %v %dx%d thumbnail %q, want ready %dx%d without a thumbnail",
+				tc.name, m.GetState(), m.GetWidth(), m.GetHeight(), m.GetThumbnailMediaId(), tc.w, tc.h)
+		}
+	}
+	small := e.upload(alice, &parleyv1.CreateUploadRequest{Kind: parleyv1.MediaKind_MEDIA_KIND_IMAGE, ContentType: "image/png"}, encodePNG(t, testImage(400, 300)))
+	if small.GetThumbnailMediaId() == "" {
+		t.Error("an image within the budget got no thumbnail")
 	}
 }

@@ -1,13 +1,17 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	_ "image/gif" // registers the GIF decoder with image.Decode
 	"image/jpeg"
 	"image/png"
+	"io"
+	"math"
 	"mime"
 	"net/http"
 	"slices"
@@ -153,10 +157,13 @@ func makeThumbnail(src image.Image, orientation int) (thumbnail, error) {
 	if w <= 0 || h <= 0 {
 		return thumbnail{}, errors.New("empty image")
 	}
-	tw, th := w, h
-	if longest := max(w, h); longest > thumbnailSide {
-		tw = max(1, (w*thumbnailSide+longest/2)/longest)
-		th = max(1, (h*thumbnailSide+longest/2)/longest)
+	tw, th := thumbnailSize(w, h)
+	if pw, ph := prescaleSize(w, h); pw != w {
+		// CatmullRom's buffer grows with the source's height; a cheap
+		// bilinear step to four times the thumbnail first keeps it small.
+		mid := image.NewRGBA(image.Rect(0, 0, pw, ph))
+		draw.ApproxBiLinear.Scale(mid, mid.Bounds(), src, b, draw.Src, nil)
+		src, b = mid, mid.Bounds()
 	}
 	dst := image.NewRGBA(image.Rect(0, 0, tw, th))
 	draw.CatmullRom.Scale(dst, dst.Bounds(), src, b, draw.Src, nil)
@@ -271,4 +278,207 @@ func orient(src *image.RGBA, o int) *image.RGBA {
 		}
 	}
 	return dst
+}
+
+// decodeOverhead is what decoding and making a thumbnail take besides the
+// decoded image, its rows and the scaler's buffer: the decoders' readers
+// and tables, the thumbnail itself, turned, and its encoder's (zlib's
+// compressor is the largest, about a megabyte).
+const decodeOverhead = 4 << 20
+
+// decodeCost estimates, from the header image.DecodeConfig read and the
+// file's first bytes, the most memory that decoding the image and scaling it
+// to a thumbnail allocates: what the decoder in this binary allocates for
+// that format, color model and bit depth, plus the scaler's buffer. It errs
+// high where the header leaves the decoder's choice open.
+func decodeCost(format string, cfg image.Config, head []byte, size int64) int64 {
+	w, h := int64(cfg.Width), int64(cfg.Height)
+	if w > 1<<24 || h > 1<<24 {
+		return math.MaxInt64 // more than any budget, and no overflow below
+	}
+	px := w * h
+	var decoded int64
+	switch format {
+	case "png":
+		switch cfg.ColorModel {
+		case color.Gray16Model, color.RGBA64Model, color.NRGBA64Model:
+			decoded = 8 * px // 16-bit gray with a transparent color decodes as NRGBA64
+		default:
+			decoded = 4 * px // 8-bit gray with a transparent color decodes as NRGBA
+			if _, ok := cfg.ColorModel.(color.Palette); ok {
+				decoded = px
+			}
+		}
+		if len(head) > 28 && head[28] == 1 {
+			decoded += decoded / 2 // Adam7: each pass is decoded apart, then merged
+		}
+	case "jpeg":
+		decoded = jpegDecodeCost(w, h, head)
+	case "gif":
+		decoded = px // the first frame only, paletted, within the logical screen
+	case "webp":
+		// A plain lossy file decodes as 4:2:0 YCbCr; lossless, alpha and
+		// extended files go through NRGBA, with a copy for a color index.
+		// The VP8 decoder holds the compressed frame too.
+		decoded = 8*px + size
+		if cfg.ColorModel == color.YCbCrModel && len(head) >= 16 && string(head[12:16]) == "VP8 " {
+			decoded = (w+15)/16*16*((h+15)/16*16)*3/2 + size
+		}
+	default:
+		decoded = 8 * px
+	}
+	rows := 2 * 8 * w // a decoder's current and previous row, at most
+	return decoded + rows + scaleCost(cfg.Width, cfg.Height) + decodeOverhead
+}
+
+// webpAnimated says whether a WebP file's extended header (VP8X) marks it
+// animated.
+func webpAnimated(head []byte) bool {
+	return len(head) > 20 && string(head[12:16]) == "VP8X" && head[20]&0x02 != 0
+}
+
+// scaleCost is what scaling a w×h picture to its thumbnail allocates: the
+// prescaled copy, if any, and the buffer of draw.CatmullRom.Scale, four
+// float64s for each pixel of the thumbnail's width times its source's
+// height.
+func scaleCost(w, h int) int64 {
+	tw, _ := thumbnailSize(w, h)
+	pw, ph := prescaleSize(w, h)
+	if pw == w {
+		return int64(tw) * int64(h) * 32
+	}
+	return int64(pw)*int64(ph)*4 + int64(tw)*int64(ph)*32
+}
+
+// prescaleSize is the size a w×h picture is first scaled to, bilinearly,
+// when it is more than four times its thumbnail: four times its thumbnail.
+// Otherwise it is w×h.
+func prescaleSize(w, h int) (int, int) {
+	if max(w, h) <= 4*thumbnailSide {
+		return w, h
+	}
+	tw, th := thumbnailSize(w, h)
+	return 4 * tw, 4 * th
+}
+
+// thumbnailSize is the size of the thumbnail of a w×h picture: its longest
+// side at most thumbnailSide pixels, never enlarged.
+func thumbnailSize(w, h int) (int, int) {
+	if longest := max(w, h); longest > thumbnailSide {
+		return max(1, (w*thumbnailSide+longest/2)/longest), max(1, (h*thumbnailSide+longest/2)/longest)
+	}
+	return w, h
+}
+
+// jpegDecodeCost follows image/jpeg's allocations for the frame header
+// (SOF) found in head: the planes of each component padded to whole MCUs,
+// 256 bytes per 8×8 block of each component kept across the scans of a
+// progressive file, and the RGBA or CMYK copy made of an RGB or four-
+// component file. Without a frame header in head it assumes the worst: a
+// progressive four-component file.
+func jpegDecodeCost(w, h int64, head []byte) int64 {
+	f, ok := jpegFrameOf(head)
+	if !ok || len(f.comps) == 0 {
+		return 24 * w * h
+	}
+	hmax, vmax := int64(1), int64(1)
+	for _, c := range f.comps {
+		hmax, vmax = max(hmax, int64(c.h)), max(vmax, int64(c.v))
+	}
+	if len(f.comps) == 1 {
+		hmax, vmax = 1, 1 // image/jpeg ignores a lone component's factors
+	}
+	mxx, myy := (w+8*hmax-1)/(8*hmax), (h+8*vmax-1)/(8*vmax)
+	var planes, blocks int64
+	for _, c := range f.comps {
+		ch, cv := int64(c.h), int64(c.v)
+		if len(f.comps) == 1 {
+			ch, cv = 1, 1
+		}
+		planes += 64 * ch * mxx * cv * myy
+		blocks += ch * mxx * cv * myy
+	}
+	cost := planes
+	if f.progressive {
+		cost += 256 * blocks
+	}
+	if len(f.comps) == 4 || len(f.comps) == 3 && f.rgb {
+		cost += 4 * w * h
+	}
+	return cost
+}
+
+type jpegComp struct{ id, h, v byte }
+
+// jpegFrame is what a JPEG's frame header and the markers before it say
+// about how image/jpeg will decode it.
+type jpegFrame struct {
+	progressive bool
+	comps       []jpegComp
+	rgb         bool // decoded as RGB, not YCbCr: image/jpeg's isRGB
+}
+
+// jpegFrameOf walks the segments of a JPEG's first bytes to its frame
+// header, as jpegOrientation does, noting the JFIF and Adobe markers that
+// decide whether three components are RGB.
+func jpegFrameOf(b []byte) (jpegFrame, bool) {
+	var f jpegFrame
+	if len(b) < 4 || b[0] != 0xFF || b[1] != 0xD8 {
+		return f, false
+	}
+	jfif, adobe, transform := false, false, byte(0)
+	for i := 2; i+4 <= len(b) && b[i] == 0xFF; {
+		marker := b[i+1]
+		if marker == 0xFF {
+			i++ // fill bytes may pad a marker
+			continue
+		}
+		n := int(b[i+2])<<8 | int(b[i+3])
+		if marker == 0xDA || n < 2 || i+2+n > len(b) {
+			break
+		}
+		seg := b[i+4 : i+2+n]
+		switch {
+		case marker == 0xE0 && bytes.HasPrefix(seg, []byte("JFIF\x00")):
+			jfif = true
+		case marker == 0xEE && len(seg) >= 12 && bytes.HasPrefix(seg, []byte("Adobe")):
+			adobe, transform = true, seg[11]
+		case marker == 0xC0 || marker == 0xC1 || marker == 0xC2:
+			if len(seg) < 6 {
+				return f, false
+			}
+			nc := int(seg[5])
+			if len(seg) < 6+3*nc {
+				return f, false
+			}
+			f.progressive = marker == 0xC2
+			for k := range nc {
+				c := seg[6+3*k:]
+				f.comps = append(f.comps, jpegComp{id: c[0], h: c[1] >> 4, v: c[1] & 0x0F})
+			}
+			switch {
+			case nc != 3, jfif:
+			case adobe:
+				f.rgb = transform == 0
+			default:
+				f.rgb = f.comps[0].id == 'R' && f.comps[1].id == 'G' && f.comps[2].id == 'B'
+			}
+			return f, true
+		}
+		i += 2 + n
+	}
+	return f, false
+}
+
+// decodeImage decodes the image whose header DecodeConfig read as cfg; the
+// decoded picture must have that size, which decodeCost was estimated for.
+func decodeImage(r io.Reader, cfg image.Config) (image.Image, error) {
+	img, _, err := image.Decode(bufio.NewReader(r))
+	if err != nil {
+		return nil, err
+	}
+	if b := img.Bounds(); b.Dx() != cfg.Width || b.Dy() != cfg.Height {
+		return nil, fmt.Errorf("decoded %dx%d, header says %dx%d", b.Dx(), b.Dy(), cfg.Width, cfg.Height)
+	}
+	return img, nil
 }

@@ -16,8 +16,11 @@ const sweepBatch = 100
 // mediaSweeper deletes uploads that were not completed in time: their
 // objects first, then their rows, so that a crash in between leaves rows
 // the next sweep finds again, never objects nothing points to. It also
-// deletes what a client wrote to a completed media's upload key before the
-// upload URL expired (CompleteUpload had moved the checked bytes away).
+// deletes a completed media's upload key once its URL has expired: the local
+// store keeps the sealed upload there, and on S3 a client may have written
+// it again after CompleteUpload copied the checked bytes away. A media whose
+// completion was claimed and never finished (its node died) goes as a
+// pending one does.
 // Nodes sweep side by side: each claims rows the others have not locked.
 type mediaSweeper struct {
 	db     *db.DB

@@ -144,15 +144,23 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, conte
 	return nil
 }
 
-func (s *S3) Move(ctx context.Context, from, to string) error {
-	_, err := s.c.CopyObject(ctx, minio.CopyDestOptions{Bucket: s.bucket, Object: to}, minio.CopySrcOptions{Bucket: s.bucket, Object: from})
+// Seal copies upload to key on the server side, which reads one whole
+// version of upload (a PUT replaces an object at once), then deletes upload.
+// A presigned URL cannot be revoked: until it expires a client may PUT to
+// upload again, but nothing reads those bytes, and the sweeper deletes them.
+// Sealing again finds upload gone and key in place.
+func (s *S3) Seal(ctx context.Context, upload, key string) error {
+	_, err := s.c.CopyObject(ctx, minio.CopyDestOptions{Bucket: s.bucket, Object: key}, minio.CopySrcOptions{Bucket: s.bucket, Object: upload})
 	if notFound(err) {
+		if _, serr := s.Size(ctx, key); serr == nil {
+			return nil
+		}
 		return ErrNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("storage: copy %s: %w", from, err)
+		return fmt.Errorf("storage: copy %s: %w", upload, err)
 	}
-	return s.Delete(ctx, from)
+	return s.Delete(ctx, upload)
 }
 
 func (s *S3) Delete(ctx context.Context, key string) error {

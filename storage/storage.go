@@ -35,9 +35,11 @@ type Store interface {
 	Open(ctx context.Context, key string) (io.ReadCloser, error)
 	// Put stores size bytes from r at key.
 	Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) error
-	// Move renames an object, replacing whatever is at to; ErrNotFound
-	// when from is absent.
-	Move(ctx context.Context, from, to string) error
+	// Seal makes the object a client wrote at upload (through its
+	// UploadURL) the object at key, which no client can write, such that
+	// nothing written to upload afterwards reaches key. ErrNotFound when
+	// upload is absent. Sealing again what was sealed already is no error.
+	Seal(ctx context.Context, upload, key string) error
 	// Delete removes an object; an absent object is not an error.
 	Delete(ctx context.Context, key string) error
 }

@@ -77,11 +77,20 @@ func TestLocalRefusesWhatItDidNotSign(t *testing.T) {
 	if n, err := l.Size(context.Background(), key); err != nil || n != 5 {
 		t.Errorf("got size %d, %v; want 5", n, err)
 	}
-	if err := l.Move(context.Background(), key, NewKey("media")); err != nil {
-		t.Fatal(err)
+	sealed := NewKey("media")
+	for range 2 {
+		if err := l.Seal(context.Background(), key, sealed); err != nil {
+			t.Fatalf("Seal: %v", err)
+		}
 	}
-	if _, err := l.Open(context.Background(), key); !errors.Is(err, ErrNotFound) {
-		t.Errorf("got %v after the move, want ErrNotFound", err)
+	if n, err := l.Size(context.Background(), sealed); err != nil || n != 5 {
+		t.Errorf("got sealed size %d, %v; want 5", n, err)
+	}
+	if got := put(up.URL, "text/plain", "hello"); got != http.StatusConflict {
+		t.Errorf("upload after the seal: got HTTP %d, want 409", got)
+	}
+	if err := l.Seal(context.Background(), NewKey("uploads"), NewKey("media")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("sealing nothing: got %v, want ErrNotFound", err)
 	}
 	now = now.Add(2 * time.Minute)
 	if got := put(up.URL, "text/plain", "hello"); got != http.StatusForbidden {

@@ -162,6 +162,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	e.string(&voiceTypes, "media-voice-types", "PARLEY_MEDIA_VOICE_TYPES", strings.Join(def.Media.VoiceTypes, ","), "content types allowed for voice notes")
 	e.string(&videoTypes, "media-video-types", "PARLEY_MEDIA_VIDEO_TYPES", strings.Join(def.Media.VideoTypes, ","), "content types allowed for videos")
 	e.string(&fileTypes, "media-file-types", "PARLEY_MEDIA_FILE_TYPES", strings.Join(def.Media.FileTypes, ","), "content types allowed for files (* any)")
+	e.int64(&m.DecodeBudget, "media-decode-budget", "PARLEY_MEDIA_DECODE_BUDGET", def.Media.DecodeBudget, "bytes of memory that decoding images for thumbnails may use at once on this node (an image needing more is stored without a thumbnail)")
 	e.duration(&m.UploadTTL, "media-upload-ttl", "PARLEY_MEDIA_UPLOAD_TTL", def.Media.UploadTTL, "how long an upload may take before it is dropped")
 	e.duration(&m.URLTTL, "media-url-ttl", "PARLEY_MEDIA_URL_TTL", def.Media.URLTTL, "how long a download URL works")
 	e.duration(&m.SweepInterval, "media-sweep-interval", "PARLEY_MEDIA_SWEEP_INTERVAL", def.Media.SweepInterval, "how often expired uploads are deleted")
@@ -192,7 +193,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	c.server.MaxStreamsPerUser = def.MaxStreamsPerUser
 	c.server.RedisChannel = def.RedisChannel
 	m.UploadsPerUser.Per = def.Media.UploadsPerUser.Per
-	m.MaxImagePixels = def.Media.MaxImagePixels
+	m.DecodeWait = def.Media.DecodeWait
 	m.ImageTypes, m.VoiceTypes, m.VideoTypes, m.FileTypes = list(imageTypes), list(voiceTypes), list(videoTypes), list(fileTypes)
 	if m.Dir == "" {
 		m.Dir = filepath.Join(c.dataDir, "media")
