@@ -47,7 +47,9 @@ func (m cpuMark) since(start cpuMark, ops int) *cpuUse {
 		return nil
 	}
 	us := func(sec float64) float64 { return sec / float64(ops) * 1e6 }
-	u := &cpuUse{BenchUs: us(m.self - start.self), Busy: (m.busy - start.busy) / (m.all - start.all)}
+	// The differences of float sums of /proc/stat's ticks can put a fully
+	// busy machine a rounding error above 1 (1.0000000000023 was seen).
+	u := &cpuUse{BenchUs: us(m.self - start.self), Busy: min(1, (m.busy-start.busy)/(m.all-start.all))}
 	if m.serverOkay && start.serverOkay {
 		u.ServerUs = us(m.server - start.server)
 	}
