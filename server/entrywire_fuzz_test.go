@@ -65,33 +65,7 @@ func FuzzEntryWire(f *testing.F) {
 		if deleted {
 			markDeleted(want)
 		}
-		var batch []byte
-		for range 2 {
-			batch = protowire.AppendTag(batch, wireBatchMessages, protowire.BytesType)
-			batch = protowire.AppendBytes(batch, wire)
-		}
-		for _, tt := range []struct {
-			name string
-			ev   *parleyv1.SubscribeResponse
-			want *parleyv1.SubscribeResponse
-		}{
-			{"message", wireEvent(wireEventMessage, wire), &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: want}}},
-			{"batch", wireEvent(wireEventMessageBatch, batch), &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_MessageBatch{
-				MessageBatch: &parleyv1.MessageBatch{Messages: []*parleyv1.Message{want, want}},
-			}}},
-		} {
-			b, err := proto.Marshal(tt.ev)
-			if err != nil {
-				t.Fatalf("%s: marshal: %v", tt.name, err)
-			}
-			got := &parleyv1.SubscribeResponse{}
-			if err := proto.Unmarshal(b, got); err != nil {
-				t.Fatalf("%s: a client cannot decode %x: %v", tt.name, b, err)
-			}
-			if !proto.Equal(got, tt.want) {
-				t.Fatalf("%s: a client decodes\n%v\nwant\n%v", tt.name, got, tt.want)
-			}
-		}
+		assertWireEventsDecode(t, wire, want)
 		if canonical(content) {
 			marshalled, err := proto.MarshalOptions{Deterministic: true}.Marshal(want)
 			if err != nil {

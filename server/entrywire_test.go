@@ -138,6 +138,13 @@ func TestWireEventCarriesItsPayload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	assertWireEventsDecode(t, entry, msg)
+}
+
+// assertWireEventsDecode fails t unless a client decodes entry, sent as one
+// message and as a batch of two, to want.
+func assertWireEventsDecode(t testing.TB, entry []byte, want *parleyv1.Message) {
+	t.Helper()
 	var batch []byte
 	for range 2 {
 		batch = protowire.AppendTag(batch, wireBatchMessages, protowire.BytesType)
@@ -148,21 +155,21 @@ func TestWireEventCarriesItsPayload(t *testing.T) {
 		ev   *parleyv1.SubscribeResponse
 		want *parleyv1.SubscribeResponse
 	}{
-		{"one message", wireEvent(wireEventMessage, entry), &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: msg}}},
+		{"one message", wireEvent(wireEventMessage, entry), &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_Message{Message: want}}},
 		{"a batch", wireEvent(wireEventMessageBatch, batch), &parleyv1.SubscribeResponse{Event: &parleyv1.SubscribeResponse_MessageBatch{
-			MessageBatch: &parleyv1.MessageBatch{Messages: []*parleyv1.Message{msg, msg}},
+			MessageBatch: &parleyv1.MessageBatch{Messages: []*parleyv1.Message{want, want}},
 		}}},
 	} {
 		b, err := proto.Marshal(tt.ev)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: marshal: %v", tt.name, err)
 		}
 		got := &parleyv1.SubscribeResponse{}
 		if err := proto.Unmarshal(b, got); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: a client cannot decode %x: %v", tt.name, b, err)
 		}
 		if !proto.Equal(got, tt.want) {
-			t.Errorf("%s: a client decodes %v, want %v", tt.name, got, tt.want)
+			t.Fatalf("%s: a client decodes\n%v\nwant\n%v", tt.name, got, tt.want)
 		}
 	}
 }
