@@ -640,8 +640,13 @@ func (s *messagesService) userMessages(ctx context.Context, userID string, rows 
 	return msgs, nil
 }
 
-// markDeleted shows an entry as deleted for its reader: in place, without content.
-func markDeleted(m *parleyv1.Message) { m.Content, m.MentionUserIds, m.Deleted = nil, nil, true }
+// markDeleted shows an entry as deleted for its reader: in place, without
+// content, including content fields a newer build stored that this one
+// decodes as unknown.
+func markDeleted(m *parleyv1.Message) {
+	m.Content, m.MentionUserIds, m.Deleted = nil, nil, true
+	m.ProtoReflect().SetUnknown(nil)
+}
 
 // visibleRange is the seqs a member may read: lo ≤ seq ≤ hi.
 func visibleRange(m db.Membership) (lo, hi int64) {
