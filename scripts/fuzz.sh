@@ -20,22 +20,42 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 echo "fuzz.sh: ${#targets[@]} targets, $FUZZTIME each"
 
+# Go 1.26's fuzz coordinator can fail a target with a bare "context deadline
+# exceeded" when -fuzztime ends while a starved worker is mid-call
+# (go.dev/issue/75804, fixed in Go 1.27). That run found nothing: no input
+# was written. So a failure that wrote no input and printed only that error
+# is reported as a flake, once the target's corpus replays clean; any other
+# failure fails.
+corpus_files() { find "$1" -type f 2>/dev/null | sort; }
+
 failed=()
+flaked=()
 for target in "${targets[@]}"; do
   read -r pkg name <<<"$target"
   echo "== $name ($pkg)"
   start=$(date +%s)
-  if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg"; then
+  dir="$(go list -f '{{.Dir}}' "$pkg")/testdata/fuzz/$name"
+  before=$(corpus_files "$dir")
+  out=$(mktemp)
+  if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" 2>&1 | tee "$out"; [ "${PIPESTATUS[0]}" -eq 0 ]; then
     result=ok
+  elif [ "$(corpus_files "$dir")" = "$before" ] && grep -qxE '[[:space:]]*context deadline exceeded' "$out" &&
+    ! grep -q 'Failing input written' "$out" && go test -count=1 -run "^${name}\$" "$pkg" >/dev/null; then
+    result="flake (go.dev/issue/75804: the fuzz deadline raced a worker; nothing found, corpus replays clean)"
+    flaked+=("$name ($pkg)")
   else
     result=FAIL
     failed+=("$name ($pkg)")
   fi
+  rm -f "$out"
   echo "== $name: $result in $(( $(date +%s) - start ))s"
 done
 
 if [ ${#failed[@]} -gt 0 ]; then
   printf 'fuzz.sh: failed: %s\n' "${failed[@]}" >&2
   exit 1
+fi
+if [ ${#flaked[@]} -gt 0 ]; then
+  printf 'fuzz.sh: flaked (not failures): %s\n' "${flaked[@]}"
 fi
 echo "fuzz.sh: all ${#targets[@]} targets passed"
