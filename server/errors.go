@@ -121,6 +121,11 @@ var (
 	errSlowSignals         = errors.New("Signals stream fell behind and was closed; open it again")
 	errCallNodeUnreachable = errors.New("the node hosting this call cannot be reached right now; retry")
 	errCallMoved           = errors.New("this call's media moved to another node; open Signals again")
+
+	// Database availability (heal). errDatabaseUnavailable answers any call
+	// that failed because the database could not be reached (isUnavailable):
+	// it is down or restarting, and a retry will succeed once it is back.
+	errDatabaseUnavailable = errors.New("the database is unavailable right now; retry shortly")
 )
 
 var errorCodes = map[error]connect.Code{
@@ -216,6 +221,9 @@ var errorCodes = map[error]connect.Code{
 	errSlowSignals:         connect.CodeResourceExhausted,
 	errCallNodeUnreachable: connect.CodeUnavailable,
 	errCallMoved:           connect.CodeUnavailable,
+
+	// Database availability (heal).
+	errDatabaseUnavailable: connect.CodeUnavailable,
 }
 
 // toConnectError maps err to what the client sees. A *connect.Error passes
@@ -236,6 +244,11 @@ func toConnectError(ctx context.Context, logger *slog.Logger, procedure string, 
 		}
 	}
 	switch {
+	case isUnavailable(err):
+		// Retryable, and expected while the database restarts: a warning,
+		// not an internal error.
+		logger.WarnContext(ctx, "database unavailable", "procedure", procedure, "error", err)
+		return connect.NewError(connect.CodeUnavailable, errDatabaseUnavailable)
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
 	case errors.Is(err, context.DeadlineExceeded):

@@ -16,7 +16,8 @@ import (
 // only source of truth, answers; NOT_SERVING otherwise.
 type healthChecker struct {
 	db       *db.DB
-	relay    *relay // nil on a single node
+	relay    *relay       // nil on a single node
+	live     func() error // nil: live while the process serves HTTP
 	services map[string]bool
 }
 
@@ -36,9 +37,21 @@ func (h *healthChecker) ping(ctx context.Context) error {
 	return h.db.Ping(ctx)
 }
 
-// liveness is /healthz: the process is up and serving HTTP.
-func liveness(w http.ResponseWriter, _ *http.Request) {
+// liveness is /healthz: the process is up, serving HTTP, and not beyond
+// repair. A database that is down fails only readiness: restarting Parley
+// would not bring an external one back, and the embedded one is being
+// restarted; liveness fails once that has been given up on.
+func (h *healthChecker) liveness(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if h.live != nil {
+		// The error names paths; it is in the log, not on this
+		// unauthenticated route.
+		if h.live() != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("database cannot be brought back; see the log\n"))
+			return
+		}
+	}
 	_, _ = w.Write([]byte("ok\n"))
 }
 

@@ -112,6 +112,11 @@ type Config struct {
 	// Redis without renewal (it renews every third of it): how long a call
 	// whose node died waits before another node hosts it.
 	CallLease time.Duration
+	// Liveness, if set, says why the process should be restarted (the
+	// embedded database cannot be brought back), nil while it should not;
+	// /healthz fails with its error. A database that is down but coming back
+	// fails only /readyz.
+	Liveness func() error
 }
 
 // DefaultConfig returns the production configuration.
@@ -229,7 +234,7 @@ func New(ctx context.Context, d *db.DB, cfg Config, logger *slog.Logger) (*Serve
 		watch:   newSessionWatch(h, toks.sessions, sessionCheckInterval, logger),
 		metrics: m,
 		reg:     reg,
-		health: &healthChecker{db: d, relay: h.relay, services: map[string]bool{
+		health: &healthChecker{db: d, relay: h.relay, live: cfg.Liveness, services: map[string]bool{
 			parleyv1connect.AuthServiceName:     true,
 			parleyv1connect.MessagesServiceName: true,
 			parleyv1connect.GroupsServiceName:   true,
@@ -326,7 +331,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.Handle(grpchealth.NewHandler(s.health))
-	mux.HandleFunc("GET /healthz", liveness)
+	mux.HandleFunc("GET /healthz", s.health.liveness)
 	mux.HandleFunc("GET /readyz", s.health.readiness)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	if s.cfg.WebDir != "" {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,19 +29,23 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	url, stopDB, err := database(ctx, cfg, logger)
+	dbh, err := database(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
-	defer stopDB()
-	if err := db.Migrate(ctx, url, logger); err != nil {
+	defer dbh.stop()
+	if err := db.Migrate(ctx, dbh.url, logger); err != nil {
 		return err
 	}
-	d, err := db.Open(ctx, url)
+	d, err := db.Open(ctx, dbh.url)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
+	// Every pooled connection went with the server that died; drop them at
+	// once rather than hand each out to fail once.
+	dbh.onRestart(func() { d.Pool().Reset() })
+	cfg.server.Liveness = dbh.live
 	// Listen first: the node's URL for the other nodes is its address.
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
@@ -170,37 +175,64 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
-	url, stopDB, err := database(ctx, cfg, logger)
+	dbh, err := database(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
-	defer stopDB()
-	return db.Migrate(ctx, url, logger)
+	defer dbh.stop()
+	return db.Migrate(ctx, dbh.url, logger)
 }
 
 const embeddedDatabase = "parley"
 
-// database returns the URL of the database to use: PARLEY_DATABASE_URL, or
-// else a private PostgreSQL started under the data directory, which the
-// returned function stops.
-func database(ctx context.Context, cfg config, logger *slog.Logger) (string, func(), error) {
+// databaseHandle is the database serve and migrate use.
+type databaseHandle struct {
+	url  string
+	stop func()
+	// live is nil while the database is there or can be brought back, and
+	// says why not otherwise; nil for an external database, which is not
+	// ours to bring back.
+	live func() error
+	// restarted holds the function to call after the embedded server came
+	// back (an atomic pointer: it is set after the supervisor starts).
+	restarted *atomic.Pointer[func()]
+}
+
+// onRestart sets the function called after the embedded database restarted.
+func (h databaseHandle) onRestart(f func()) {
+	if h.restarted != nil {
+		h.restarted.Store(&f)
+	}
+}
+
+// database returns the database to use: PARLEY_DATABASE_URL, or else a
+// private PostgreSQL started under the data directory, supervised (restarted
+// when it dies), which the returned handle's stop stops.
+func database(ctx context.Context, cfg config, logger *slog.Logger) (databaseHandle, error) {
 	if cfg.databaseURL != "" {
-		return cfg.databaseURL, func() {}, nil
+		return databaseHandle{url: cfg.databaseURL, stop: func() {}}, nil
 	}
 	dir, err := filepath.Abs(filepath.Join(cfg.dataDir, "postgres"))
 	if err != nil {
-		return "", nil, fmt.Errorf("data dir: %w", err)
+		return databaseHandle{}, fmt.Errorf("data dir: %w", err)
 	}
 	logger.Info("starting embedded PostgreSQL", "data_dir", dir)
-	pg, err := embedpg.Start(ctx, embedpg.Options{
+	restarted := new(atomic.Pointer[func()])
+	pg, err := embedpg.Supervise(ctx, embedpg.Options{
 		DataDir: dir,
 		Logger:  logger.With("component", "postgres"),
 		// `make run` as root in /root must just work, without opening /root
 		// to the postgres user.
 		FallbackDir: "/var/lib/parley",
+	}, embedpg.SuperviseOptions{
+		OnRestart: func() {
+			if f := restarted.Load(); f != nil {
+				(*f)()
+			}
+		},
 	})
 	if err != nil {
-		return "", nil, fmt.Errorf("embedded PostgreSQL: %w", err)
+		return databaseHandle{}, fmt.Errorf("embedded PostgreSQL: %w", err)
 	}
 	stop := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -211,9 +243,9 @@ func database(ctx context.Context, cfg config, logger *slog.Logger) (string, fun
 	}
 	if err := createDatabase(ctx, pg.URL("postgres"), embeddedDatabase); err != nil {
 		stop()
-		return "", nil, err
+		return databaseHandle{}, err
 	}
-	return pg.URL(embeddedDatabase), stop, nil
+	return databaseHandle{url: pg.URL(embeddedDatabase), stop: stop, live: pg.Err, restarted: restarted}, nil
 }
 
 func createDatabase(ctx context.Context, adminURL, name string) error {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/url"
@@ -41,8 +42,9 @@ const (
 	// killTimeout bounds the wait after SIGKILL, which only a process stuck in
 	// the kernel survives.
 	killTimeout = 10 * time.Second
-	// outputDrain bounds how long Wait keeps reading output after the server
-	// exits: orphaned backends may hold the pipe open for a moment.
+	// outputDrain bounds how long an error message waits for the rest of the
+	// output after the server exits: orphaned backends may hold the pipe open
+	// for a moment.
 	outputDrain = 5 * time.Second
 	tailLines   = 20
 )
@@ -64,16 +66,23 @@ type Options struct {
 	// a symbolic link. The modes of the user's own directories stay as they
 	// are. Empty: such a data dir is an error.
 	FallbackDir string
+	// SocketDir, when set, is where the server's socket goes (made by
+	// NewSocketDir), so that a server started again there has the same URL;
+	// Stop leaves it for its maker to remove. Empty: a new private directory,
+	// removed by Stop.
+	SocketDir string
 }
 
 // Server is a running private PostgreSQL server. Stop it when done.
 type Server struct {
-	sockDir string
-	logger  *slog.Logger
-	cmd     *exec.Cmd
-	out     *lineLog
-	exited  <-chan struct{} // closed when the process has exited and its output is read
-	waitErr error           // set before exited is closed
+	sockDir  string
+	ownsSock bool // Stop removes sockDir
+	logger   *slog.Logger
+	cmd      *exec.Cmd
+	out      *lineLog
+	exited   <-chan struct{} // closed as soon as the postmaster has exited
+	waitErr  error           // set before exited is closed
+	drained  <-chan struct{} // closed when its output has been read to the end
 
 	mu      sync.Mutex
 	stopped bool
@@ -127,15 +136,21 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 	}
 
-	sockDir, err := makeSocketDir(owner)
-	if err != nil {
-		return nil, err
+	sockDir, ownsSock := opts.SocketDir, false
+	if sockDir == "" {
+		if sockDir, err = makeSocketDir(owner); err != nil {
+			return nil, err
+		}
+		ownsSock = true
 	}
 	s, err := start(binDir, dataDir, sockDir, owner, logger)
 	if err != nil {
-		_ = os.RemoveAll(sockDir)
+		if ownsSock {
+			_ = os.RemoveAll(sockDir)
+		}
 		return nil, err
 	}
+	s.ownsSock = ownsSock
 	began := time.Now()
 	if err := s.waitReady(ctx, dataDir); err != nil {
 		// The start error is what matters; Stop only cleans up.
@@ -175,6 +190,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	s.stopped = true
 	defer func() {
+		if !s.ownsSock {
+			return
+		}
 		if err := os.RemoveAll(s.sockDir); err != nil {
 			s.logger.Warn("remove PostgreSQL socket dir", "dir", s.sockDir, "error", err)
 		}
@@ -241,19 +259,61 @@ func start(binDir, dataDir, sockDir string, owner *credential, logger *slog.Logg
 	}
 	out := newLineLog(logger)
 	cmd := command(filepath.Join(binDir, "postgres"), args, dataDir, owner, out)
-	cmd.WaitDelay = outputDrain
-	exited := make(chan struct{})
-	s := &Server{sockDir: sockDir, logger: logger, cmd: cmd, out: out, exited: exited}
-	errc, err := startPinned(cmd)
+	// The output goes through a pipe of our own rather than one os/exec
+	// copies from: Wait then returns the moment the postmaster exits, even
+	// while backends it left behind (after a SIGKILL) still hold the pipe,
+	// so a supervisor hears of a crash at once.
+	r, w, err := os.Pipe()
 	if err != nil {
+		return nil, fmt.Errorf("embedpg: output pipe: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	exited, drained := make(chan struct{}), make(chan struct{})
+	s := &Server{sockDir: sockDir, logger: logger, cmd: cmd, out: out, exited: exited, drained: drained}
+	errc, err := startPinned(cmd)
+	_ = w.Close() // the child has its own copy
+	if err != nil {
+		_ = r.Close()
 		return nil, fmt.Errorf("embedpg: start postgres: %w", err)
 	}
 	go func() {
-		s.waitErr = <-errc
+		_, _ = io.Copy(out, r) // lineLog never fails; a read error ends the output
+		_ = r.Close()
 		out.flush()
+		close(drained)
+	}()
+	go func() {
+		s.waitErr = <-errc
 		close(exited)
 	}()
 	return s, nil
+}
+
+// Exited is closed as soon as the postmaster has exited, whatever the cause.
+func (s *Server) Exited() <-chan struct{} { return s.exited }
+
+// ExitErr is how the postmaster exited (nil for a clean exit); meaningful
+// once Exited is closed.
+func (s *Server) ExitErr() error {
+	<-s.exited
+	return s.waitErr
+}
+
+// PID is the postmaster's process id.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
+// tail returns the last lines of the server's output, waiting a moment for
+// the output to end if the server has exited.
+func (s *Server) tail() []string {
+	select {
+	case <-s.exited:
+		select {
+		case <-s.drained:
+		case <-time.After(outputDrain):
+		}
+	default:
+	}
+	return s.out.tail()
 }
 
 // waitReady polls until the server accepts a connection, it exits, ctx ends,
@@ -268,10 +328,10 @@ func (s *Server) waitReady(ctx context.Context, dataDir string) error {
 	for {
 		select {
 		case <-s.exited:
-			return startupFailed(dataDir, s.waitErr, s.out.tail())
+			return startupFailed(dataDir, s.waitErr, s.tail())
 		case <-ctx.Done():
 			return fmt.Errorf("embedpg: PostgreSQL on %s not accepting connections (last error: %v): %w\n%s",
-				dataDir, lastErr, context.Cause(ctx), indent(s.out.tail()))
+				dataDir, lastErr, context.Cause(ctx), indent(s.tail()))
 		case <-tick.C:
 		}
 		connCtx, connCancel := context.WithTimeout(ctx, 2*time.Second)
@@ -596,6 +656,17 @@ func firstBlocked(dir string, owner *credential) string {
 		}
 	}
 	return ""
+}
+
+// NewSocketDir makes a private directory for a server's socket, for
+// Options.SocketDir: servers started again in it keep their URL. Remove it
+// when done.
+func NewSocketDir() (string, error) {
+	owner, err := runAs()
+	if err != nil {
+		return "", err
+	}
+	return makeSocketDir(owner)
 }
 
 // makeSocketDir makes a private directory for the server's socket. Unix

@@ -13,9 +13,9 @@ import (
 const maxLine = 16 << 10
 
 // lineLog is the stdout and stderr of a PostgreSQL program: it logs each line
-// at Debug level and keeps the last few for error messages. os/exec copies the
-// program's output into it from its own goroutine, which ends when the program
-// does (bounded by Cmd.WaitDelay).
+// at Debug level and keeps the last few for error messages. A goroutine copies
+// the program's output into it until the program (and, for the postmaster,
+// every process it started) has closed its end.
 type lineLog struct {
 	logger *slog.Logger
 
