@@ -257,6 +257,13 @@ func start(binDir, dataDir, sockDir string, owner *credential, logger *slog.Logg
 		"-c", "logging_collector=off",
 		"-c", "log_destination=stderr",
 	}
+	if v, err := strconv.Atoi(readVersion(dataDir)); err == nil && v >= 14 {
+		// Crash recovery first syncs the whole data dir; file by file that
+		// took 1.6 s of a 2.4 s restart after a SIGKILL on a fresh cluster,
+		// one syncfs per file system a fraction of it. Linux reports
+		// syncfs's write-back errors since 5.8.
+		args = append(args, "-c", "recovery_init_sync_method=syncfs")
+	}
 	out := newLineLog(logger)
 	cmd := command(filepath.Join(binDir, "postgres"), args, dataDir, owner, out)
 	// The output goes through a pipe of our own rather than one os/exec
