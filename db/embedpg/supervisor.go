@@ -138,6 +138,7 @@ func (s *Supervisor) watch(srv *Server) {
 	defer close(s.done)
 	var (
 		outageBegan time.Time // zero: no outage in progress
+		deaths      int       // in this outage
 		backoff     = s.sopts.MinBackoff
 		upSince     = time.Now()
 	)
@@ -153,11 +154,17 @@ func (s *Supervisor) watch(srv *Server) {
 		s.mu.Unlock()
 		_ = srv.Stop(s.ctx) // nothing to signal; it only cleans up
 		if outageBegan.IsZero() || died.Sub(upSince) >= s.sopts.StableAfter {
-			outageBegan, backoff = died, s.sopts.MinBackoff
+			outageBegan, deaths, backoff = died, 0, s.sopts.MinBackoff
 		}
+		deaths++
 		s.logger.Error("embedded PostgreSQL exited unexpectedly; restarting it",
 			"pid", srv.PID(), "exit", fmt.Sprint(srv.ExitErr()), "up_for", died.Sub(upSince).Round(time.Millisecond),
 			"outage_so_far", died.Sub(outageBegan).Round(time.Millisecond), "last_output", srv.out.tail())
+		if down := died.Sub(outageBegan); down >= s.sopts.GiveUpAfter {
+			s.giveUp(fmt.Errorf("embedpg: PostgreSQL died %d times in %s, each time within %s of starting; gave up",
+				deaths, down.Round(time.Millisecond), s.sopts.StableAfter))
+			return
+		}
 
 		for attempt := 1; ; attempt++ {
 			if err := s.sleep(backoff); err != nil {
@@ -182,12 +189,8 @@ func (s *Supervisor) watch(srv *Server) {
 			}
 			down := time.Since(outageBegan)
 			if down >= s.sopts.GiveUpAfter {
-				err = fmt.Errorf("embedpg: PostgreSQL has been down for %s and %d restarts failed; gave up: %w",
-					down.Round(time.Millisecond), attempt, err)
-				s.mu.Lock()
-				s.err = err
-				s.mu.Unlock()
-				s.logger.Error("embedded PostgreSQL cannot be brought back; giving up", "error", err)
+				s.giveUp(fmt.Errorf("embedpg: PostgreSQL has been down for %s and %d restarts failed; gave up: %w",
+					down.Round(time.Millisecond), attempt, err))
 				return
 			}
 			backoff = min(backoff*2, s.sopts.MaxBackoff)
@@ -195,6 +198,13 @@ func (s *Supervisor) watch(srv *Server) {
 				"retry_in", backoff, "down_for", down.Round(time.Millisecond), "error", err)
 		}
 	}
+}
+
+func (s *Supervisor) giveUp(err error) {
+	s.mu.Lock()
+	s.err = err
+	s.mu.Unlock()
+	s.logger.Error("embedded PostgreSQL cannot be brought back; giving up", "error", err)
 }
 
 // sleep waits d, or returns an error when the supervisor is stopped first.
