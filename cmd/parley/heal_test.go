@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/parley-chat/parley/db/embedpg"
 	parleyv1 "github.com/parley-chat/parley/gen/go/parley/v1"
 	"github.com/parley-chat/parley/gen/go/parley/v1/parleyv1connect"
 )
@@ -182,6 +183,104 @@ func TestServeRestartsKilledEmbeddedPostgres(t *testing.T) {
 		t.Errorf("/readyz after recovery: HTTP %d, want 200", got)
 	}
 	if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("serve returned %v after shutdown, want nil", err)
+	}
+}
+
+// TestServeRecoversWhenExternalDatabaseReturns runs serve on an external
+// database (a private PostgreSQL this test owns, so that it can stop and
+// start it at the same URL; never the shared one): while it is down every
+// RPC that needs it answers Unavailable, liveness holds and readiness fails;
+// when it is back, the server serves again by itself.
+func TestServeRecoversWhenExternalDatabaseReturns(t *testing.T) {
+	ctx := context.Background()
+	dataDir, err := os.MkdirTemp("", "parley-heal-ext-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dataDir) })
+	if err := os.Chmod(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sockDir, err := embedpg.NewSocketDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(sockDir) })
+	opts := embedpg.Options{DataDir: filepath.Join(dataDir, "pg"), SocketDir: sockDir}
+	pg, err := embedpg.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pg.Stop(context.Background()) })
+	if err := createDatabase(ctx, pg.URL("postgres"), "parley"); err != nil {
+		t.Fatal(err)
+	}
+
+	url, stop := startServe(t, nil, map[string]string{"PARLEY_DATABASE_URL": pg.URL("parley"), "PARLEY_ARGON2_MEMORY_KIB": "64", "PARLEY_ARGON2_ITERATIONS": "1"})
+	s := newSender(t, url)
+	if err := s.send("before-stop", 10*time.Second); err != nil {
+		t.Fatalf("Send before the database stopped: %v", err)
+	}
+
+	if err := pg.Stop(ctx); err != nil {
+		t.Fatalf("stop database: %v", err)
+	}
+	calls := map[string]func() error{
+		"Send": func() error { return s.send("while-down", 5*time.Second) },
+		"ListConversations": func() error {
+			_, err := s.msgs.ListConversations(s.ctx, &parleyv1.ListConversationsRequest{})
+			return err
+		},
+		"CreateDirectConversation": func() error {
+			_, err := s.msgs.CreateDirectConversation(s.ctx, &parleyv1.CreateDirectConversationRequest{UserId: s.to})
+			return err
+		},
+		"Login": func() error {
+			auth := parleyv1connect.NewAuthServiceClient(h2c(), url, connect.WithGRPC())
+			_, err := auth.Login(ctx, &parleyv1.LoginRequest{Username: "heal_bob", Password: "quiet-lantern-orbit-7"})
+			return err
+		},
+	}
+	for name, call := range calls {
+		// Twice: the first may meet a pooled connection the shutdown ended,
+		// the second a dial to no server.
+		for i := range 2 {
+			if code := connect.CodeOf(call()); code != connect.CodeUnavailable {
+				t.Errorf("%s #%d while the database is down: code %v, want unavailable", name, i+1, code)
+			}
+		}
+	}
+	if got := httpStatus(t, url+"/healthz"); got != http.StatusOK {
+		t.Errorf("/healthz while an external database is down: HTTP %d, want 200 (restarting parley would not help)", got)
+	}
+	if got := httpStatus(t, url+"/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while the database is down: HTTP %d, want 503", got)
+	}
+
+	if pg, err = embedpg.Start(ctx, opts); err != nil {
+		t.Fatalf("start database again: %v", err)
+	}
+	t.Cleanup(func() { _ = pg.Stop(context.Background()) })
+	took, codes := s.sendUntil(t, func() bool { return true })
+	t.Logf("database back to first successful Send: %v (failures on the way by code: %v)", took.Round(time.Millisecond), codes)
+	for code, n := range codes {
+		if code != connect.CodeUnavailable {
+			t.Errorf("%d Sends failed with %v after the database came back; want only Unavailable", n, code)
+		}
+	}
+	for name, call := range calls {
+		if name == "Send" {
+			continue
+		}
+		if err := call(); err != nil {
+			t.Errorf("%s after the database came back: %v", name, err)
+		}
+	}
+	if got := httpStatus(t, url+"/readyz"); got != http.StatusOK {
+		t.Errorf("/readyz after the database came back: HTTP %d, want 200", got)
+	}
+	if err := stop(); err != nil {
 		t.Errorf("serve returned %v after shutdown, want nil", err)
 	}
 }
