@@ -48,9 +48,9 @@ func isUnavailable(err error) bool {
 		errors.As(err, &opErr):
 		return true
 	}
-	// pgconn reports a pipe or socket broken before any data was sent as
-	// safe to retry; that too is the connection, not the query.
-	return pgconn.SafeToRetry(err)
+	// Not pgconn.SafeToRetry: it also covers "conn busy", a connection used
+	// by two goroutines at once, which is a bug to log as Internal.
+	return false
 }
 
 // unavailableState reports whether a SQLSTATE says the server cannot serve
