@@ -155,6 +155,9 @@ func (s *Supervisor) watch(srv *Server) {
 		_ = srv.Stop(s.ctx) // nothing to signal; it only cleans up
 		if outageBegan.IsZero() || died.Sub(upSince) >= s.sopts.StableAfter {
 			outageBegan, deaths, backoff = died, 0, s.sopts.MinBackoff
+		} else {
+			// Crash-looping: back off further, as after a failed start.
+			backoff = min(backoff*2, s.sopts.MaxBackoff)
 		}
 		deaths++
 		s.logger.Error("embedded PostgreSQL exited unexpectedly; restarting it",

@@ -223,6 +223,18 @@ func TestSupervisorCrashLoopIsOneOutage(t *testing.T) {
 	if got := sup.Restarts(); got < 2 {
 		t.Errorf("Restarts = %d before giving up, want several", got)
 	}
+	if err := sup.Err(); !strings.Contains(err.Error(), "died") {
+		t.Errorf("Err = %v, want it to say the server kept dying", err)
+	}
+	// Each death of the loop backs off further, up to MaxBackoff.
+	calls := starts.times()[1:]
+	want := sopts.MinBackoff
+	for i := 1; i < len(calls); i++ {
+		want = min(want*2, sopts.MaxBackoff)
+		if gap := calls[i].Sub(calls[i-1]); gap < want {
+			t.Errorf("restart %d came %v after the one before, want at least %v", i+1, gap, want)
+		}
+	}
 }
 
 func TestSupervisorStopDuringBackoff(t *testing.T) {
