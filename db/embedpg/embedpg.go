@@ -181,7 +181,8 @@ func (s *Server) URL(database string) string {
 
 // Stop shuts the server down fast (SIGINT: open sessions are ended, committed
 // data is safe), escalating to SIGKILL if it has not exited within 30 s or when
-// ctx ends, and removes the socket directory. Calling it again does nothing.
+// ctx ends, and removes the socket directory (unless it was given as
+// Options.SocketDir). Calling it again does nothing.
 func (s *Server) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
