@@ -5,6 +5,8 @@
 // The server listens on a unix socket only, in a short private directory, so it
 // never competes for a TCP port. PostgreSQL refuses to run as root, so when the
 // process is root the server runs as the `postgres` system user instead.
+//
+// Supervise runs one and restarts it, at the same URL, whenever it dies.
 package embedpg
 
 import (
