@@ -13,221 +13,140 @@ import (
 )
 
 // The error table: every failure a client can act on is one of these
-// sentinels, mapped to its Connect code here and nowhere else. The sentinel's
-// text is what the client sees, so it must make sense to a client developer.
+// sentinels, each declared with the Connect code it maps to, so a new sentinel
+// cannot be added without one (TestEveryServerErrorIsDeclaredWithItsCode holds
+// the package to this). The sentinel's text is what the client sees, so it
+// must make sense to a client developer.
 var (
-	errUsernameTaken     = errors.New("username is already taken")
-	errBadCredentials    = errors.New("wrong username or password")
-	errWrongPassword     = errors.New("current password is wrong")
-	errSessionNotFound   = errors.New("session not found")
-	errRefreshUnknown    = errors.New("refresh token is not valid")
-	errRefreshExpired    = errors.New("refresh token has expired; log in again")
-	errRefreshReused     = errors.New("refresh token was already used; the session has been revoked, log in again")
-	errSessionRevoked    = errors.New("session has been revoked; log in again")
-	errBadPageToken      = errors.New("page_token is not valid for this request")
-	errUserNotFound      = errors.New("user not found")
-	errTokenMissing      = errors.New("missing access token: send it as 'Authorization: Bearer <token>'")
-	errTokenInvalid      = errors.New("access token is not valid")
-	errTokenExpired      = errors.New("access token has expired; refresh it")
-	errPasswordSameAsOld = errors.New("new_password must differ from current_password")
+	errUsernameTaken     = clientError(connect.CodeAlreadyExists, "username is already taken")
+	errBadCredentials    = clientError(connect.CodeUnauthenticated, "wrong username or password")
+	errWrongPassword     = clientError(connect.CodeUnauthenticated, "current password is wrong")
+	errSessionNotFound   = clientError(connect.CodeNotFound, "session not found")
+	errRefreshUnknown    = clientError(connect.CodeUnauthenticated, "refresh token is not valid")
+	errRefreshExpired    = clientError(connect.CodeUnauthenticated, "refresh token has expired; log in again")
+	errRefreshReused     = clientError(connect.CodeUnauthenticated, "refresh token was already used; the session has been revoked, log in again")
+	errSessionRevoked    = clientError(connect.CodeUnauthenticated, "session has been revoked; log in again")
+	errBadPageToken      = clientError(connect.CodeInvalidArgument, "page_token is not valid for this request")
+	errUserNotFound      = clientError(connect.CodeNotFound, "user not found")
+	errTokenMissing      = clientError(connect.CodeUnauthenticated, "missing access token: send it as 'Authorization: Bearer <token>'")
+	errTokenInvalid      = clientError(connect.CodeUnauthenticated, "access token is not valid")
+	errTokenExpired      = clientError(connect.CodeUnauthenticated, "access token has expired; refresh it")
+	errPasswordSameAsOld = clientError(connect.CodeInvalidArgument, "new_password must differ from current_password")
 
-	errConversationNotFound = errors.New("conversation not found")
-	errMessageNotFound      = errors.New("message not found")
-	errNotMember            = errors.New("you are no longer a member of this conversation")
-	errReceiptsForSender    = errors.New("read receipts are only for the sender of the message")
-	errRecallNotSender      = errors.New("only the sender may recall this message")
-	errRecallSystem         = errors.New("system messages cannot be recalled")
-	errAlreadyRecalled      = errors.New("message is already recalled")
-	errRecallTooLate        = errors.New("the time to recall this message has passed")
-	errTooManyPinned        = errors.New("at most 20 conversations can be pinned; unpin one first")
-	errAccountConversation  = errors.New("the account conversation is written by the server; nobody sends to it")
-	errFriendsOnly          = errors.New("this user accepts direct messages from contacts only")
-	errStrangerLimit        = errors.New("this user accepts at most 3 messages from people who are not their contacts until they reply")
+	errConversationNotFound = clientError(connect.CodeNotFound, "conversation not found")
+	errMessageNotFound      = clientError(connect.CodeNotFound, "message not found")
+	errNotMember            = clientError(connect.CodePermissionDenied, "you are no longer a member of this conversation")
+	errReceiptsForSender    = clientError(connect.CodePermissionDenied, "read receipts are only for the sender of the message")
+	errRecallNotSender      = clientError(connect.CodePermissionDenied, "only the sender may recall this message")
+	errRecallSystem         = clientError(connect.CodeFailedPrecondition, "system messages cannot be recalled")
+	errAlreadyRecalled      = clientError(connect.CodeFailedPrecondition, "message is already recalled")
+	errRecallTooLate        = clientError(connect.CodeFailedPrecondition, "the time to recall this message has passed")
+	errTooManyPinned        = clientError(connect.CodeResourceExhausted, "at most 20 conversations can be pinned; unpin one first")
+	errAccountConversation  = clientError(connect.CodePermissionDenied, "the account conversation is written by the server; nobody sends to it")
+	errFriendsOnly          = clientError(connect.CodePermissionDenied, "this user accepts direct messages from contacts only")
+	errStrangerLimit        = clientError(connect.CodePermissionDenied, "this user accepts at most 3 messages from people who are not their contacts until they reply")
 	// errBlocked refuses a direct message the recipient blocked. Its text
 	// does not say "blocked": the user blocked is not told why (see
 	// ContactsService), only that this conversation is closed to them.
-	errBlocked = errors.New("you cannot send direct messages to this user")
+	errBlocked = clientError(connect.CodePermissionDenied, "you cannot send direct messages to this user")
 	// errYouBlocked is the blocker's own view of their block, which they
 	// know of.
-	errYouBlocked           = errors.New("you blocked this user; unblock them first")
-	errAlreadyContacts      = errors.New("you are already contacts")
-	errFriendRequestUnknown = errors.New("friend request not found")
-	errFriendRequestSettled = errors.New("friend request is no longer pending")
-	errNotContact           = errors.New("this user is not one of your contacts")
-	errAddNotContact        = errors.New("you can add only your contacts to a group")
-	errTooManyBlocked       = errors.New("you have blocked 10,000 users, the most there may be; unblock some first")
-	errTooManyStreams       = errors.New("too many open streams for this user; close one first")
-	errSlowSubscriber       = errors.New("stream fell behind and was closed; subscribe again with your cursors")
-	errStreamSessionEnded   = errors.New("session has been revoked; log in again")
+	errYouBlocked           = clientError(connect.CodePermissionDenied, "you blocked this user; unblock them first")
+	errAlreadyContacts      = clientError(connect.CodeAlreadyExists, "you are already contacts")
+	errFriendRequestUnknown = clientError(connect.CodeNotFound, "friend request not found")
+	errFriendRequestSettled = clientError(connect.CodeFailedPrecondition, "friend request is no longer pending")
+	errNotContact           = clientError(connect.CodeNotFound, "this user is not one of your contacts")
+	errAddNotContact        = clientError(connect.CodePermissionDenied, "you can add only your contacts to a group")
+	errTooManyBlocked       = clientError(connect.CodeResourceExhausted, "you have blocked 10,000 users, the most there may be; unblock some first")
+	errTooManyStreams       = clientError(connect.CodeResourceExhausted, "too many open streams for this user; close one first")
+	errSlowSubscriber       = clientError(connect.CodeResourceExhausted, "stream fell behind and was closed; subscribe again with your cursors")
+	errStreamSessionEnded   = clientError(connect.CodeUnauthenticated, "session has been revoked; log in again")
 	// errShuttingDown answers Sends still queued when the server stops:
 	// nothing of theirs was stored, and a retry with the same client message
 	// id is safe.
-	errShuttingDown = errors.New("server is shutting down; send again")
+	errShuttingDown = clientError(connect.CodeUnavailable, "server is shutting down; send again")
 	// errLostRace is internal: a concurrent request created what we meant to.
 	errLostRace = errors.New("lost a creation race")
 
 	// Groups.
-	errGroupNotFound      = errors.New("group not found")
-	errNotGroupMember     = errors.New("you are no longer a member of this group")
-	errGroupDissolved     = errors.New("the group was dissolved; it is read-only")
-	errGroupFull          = errors.New("the group has reached its member limit")
-	errTooManyAdmins      = errors.New("a group has at most 10 admins; make one a member first")
-	errNotGroupOwner      = errors.New("only the group's owner may do this")
-	errNotGroupAdmin      = errors.New("only the group's owner and admins may do this")
-	errInvitesRestricted  = errors.New("only the group's owner and admins may invite to this group")
-	errDoesNotOutrank     = errors.New("you may only act on members below your role: the owner on anyone, admins on ordinary members")
-	errTargetNotMember    = errors.New("that user is not a member of this group")
-	errTargetIsOwner      = errors.New("the owner's role changes only with TransferOwnership")
-	errMutedAll           = errors.New("only the owner and admins may send in this group for now")
-	errMutedInGroup       = errors.New("you are muted in this group; GetGroup shows until when")
-	errInviteNotFound     = errors.New("invite code not found")
-	errInviteExpired      = errors.New("this invite code has expired")
-	errInviteRevoked      = errors.New("this invite code was revoked")
-	errInviteUsedUp       = errors.New("this invite code has been used up")
-	errInviteInactive     = errors.New("this invite code no longer works: its creator may no longer invite to the group")
-	errTooManyInvites     = errors.New("a group has at most 20 usable invite codes; revoke one first")
-	errRemovedFromGroup   = errors.New("you were removed from this group; a member must add you back")
-	errMayNotRevokeInvite = errors.New("only the code's creator, the owner and admins may revoke it")
+	errGroupNotFound      = clientError(connect.CodeNotFound, "group not found")
+	errNotGroupMember     = clientError(connect.CodePermissionDenied, "you are no longer a member of this group")
+	errGroupDissolved     = clientError(connect.CodeFailedPrecondition, "the group was dissolved; it is read-only")
+	errGroupFull          = clientError(connect.CodeResourceExhausted, "the group has reached its member limit")
+	errTooManyAdmins      = clientError(connect.CodeResourceExhausted, "a group has at most 10 admins; make one a member first")
+	errNotGroupOwner      = clientError(connect.CodePermissionDenied, "only the group's owner may do this")
+	errNotGroupAdmin      = clientError(connect.CodePermissionDenied, "only the group's owner and admins may do this")
+	errInvitesRestricted  = clientError(connect.CodePermissionDenied, "only the group's owner and admins may invite to this group")
+	errDoesNotOutrank     = clientError(connect.CodePermissionDenied, "you may only act on members below your role: the owner on anyone, admins on ordinary members")
+	errTargetNotMember    = clientError(connect.CodeNotFound, "that user is not a member of this group")
+	errTargetIsOwner      = clientError(connect.CodeFailedPrecondition, "the owner's role changes only with TransferOwnership")
+	errMutedAll           = clientError(connect.CodePermissionDenied, "only the owner and admins may send in this group for now")
+	errMutedInGroup       = clientError(connect.CodePermissionDenied, "you are muted in this group; GetGroup shows until when")
+	errInviteNotFound     = clientError(connect.CodeNotFound, "invite code not found")
+	errInviteExpired      = clientError(connect.CodeFailedPrecondition, "this invite code has expired")
+	errInviteRevoked      = clientError(connect.CodeFailedPrecondition, "this invite code was revoked")
+	errInviteUsedUp       = clientError(connect.CodeFailedPrecondition, "this invite code has been used up")
+	errInviteInactive     = clientError(connect.CodeFailedPrecondition, "this invite code no longer works: its creator may no longer invite to the group")
+	errTooManyInvites     = clientError(connect.CodeResourceExhausted, "a group has at most 20 usable invite codes; revoke one first")
+	errRemovedFromGroup   = clientError(connect.CodePermissionDenied, "you were removed from this group; a member must add you back")
+	errMayNotRevokeInvite = clientError(connect.CodePermissionDenied, "only the code's creator, the owner and admins may revoke it")
 
 	// Media.
-	errMediaNotFound     = errors.New("media not found")
-	errMediaNotReady     = errors.New("media is not completed yet; upload its bytes and call CompleteUpload")
-	errMediaNotYours     = errors.New("media: you may only send media you uploaded yourself")
-	errThumbnailNotFound = errors.New("thumbnail_media_id: media not found among your uploads")
-	errThumbnailUnfit    = errors.New("thumbnail_media_id: must be a completed image of at most 1 MiB")
-	errAvatarNotFound    = errors.New("avatar_media_id: media not found among your uploads")
-	errAvatarUnfit       = errors.New("avatar_media_id: must be a completed image")
-	errUploadExpired     = errors.New("the upload has expired; create a new one")
-	errUploadCompleting  = errors.New("the upload is being completed by another CompleteUpload; call again when it has returned")
-	errNothingUploaded   = errors.New("nothing has been uploaded for this media; send its bytes to upload_url first")
-	errUploadSize        = errors.New("the uploaded bytes are not the declared size_bytes; create a new upload")
-	errUploadChecksum    = errors.New("the uploaded bytes do not match the declared sha256; create a new upload")
-	errImageUndecodable  = errors.New("the uploaded image cannot be decoded; create a new upload")
+	errMediaNotFound     = clientError(connect.CodeNotFound, "media not found")
+	errMediaNotReady     = clientError(connect.CodeFailedPrecondition, "media is not completed yet; upload its bytes and call CompleteUpload")
+	errMediaNotYours     = clientError(connect.CodePermissionDenied, "media: you may only send media you uploaded yourself")
+	errThumbnailNotFound = clientError(connect.CodeNotFound, "thumbnail_media_id: media not found among your uploads")
+	errThumbnailUnfit    = clientError(connect.CodeFailedPrecondition, "thumbnail_media_id: must be a completed image of at most 1 MiB")
+	errAvatarNotFound    = clientError(connect.CodeNotFound, "avatar_media_id: media not found among your uploads")
+	errAvatarUnfit       = clientError(connect.CodeFailedPrecondition, "avatar_media_id: must be a completed image")
+	errUploadExpired     = clientError(connect.CodeFailedPrecondition, "the upload has expired; create a new one")
+	errUploadCompleting  = clientError(connect.CodeFailedPrecondition, "the upload is being completed by another CompleteUpload; call again when it has returned")
+	errNothingUploaded   = clientError(connect.CodeFailedPrecondition, "nothing has been uploaded for this media; send its bytes to upload_url first")
+	errUploadSize        = clientError(connect.CodeFailedPrecondition, "the uploaded bytes are not the declared size_bytes; create a new upload")
+	errUploadChecksum    = clientError(connect.CodeFailedPrecondition, "the uploaded bytes do not match the declared sha256; create a new upload")
+	errImageUndecodable  = clientError(connect.CodeFailedPrecondition, "the uploaded image cannot be decoded; create a new upload")
 
 	// Calls.
-	errCallNotFound        = errors.New("call not found")
-	errCallInProgress      = errors.New("a call is already in progress in this conversation; join it with AnswerCall")
-	errInAnotherCall       = errors.New("you are already in another call; hang up first")
-	errCalleeBusy          = errors.New("busy: the user you are calling is in another call")
-	errCallEnded           = errors.New("the call has ended")
-	errCallNotRinging      = errors.New("the call is no longer ringing")
-	errAlreadyInCall       = errors.New("you are already in this call, perhaps on another device")
-	errCallFull            = errors.New("the call is full")
-	errNotInvited          = errors.New("you are not being rung for this call")
-	errNotJoined           = errors.New("you have not joined this call; answer it first")
-	errNoSignals           = errors.New("open Signals for this call first")
-	errStaleAnswer         = errors.New("the answer's revision is not the outstanding offer's")
-	errSignalsReplaced     = errors.New("another Signals stream for this call replaced this one")
-	errSlowSignals         = errors.New("Signals stream fell behind and was closed; open it again")
-	errCallNodeUnreachable = errors.New("the node hosting this call cannot be reached right now; retry")
-	errCallMoved           = errors.New("this call's media moved to another node; open Signals again")
+	errCallNotFound        = clientError(connect.CodeNotFound, "call not found")
+	errCallInProgress      = clientError(connect.CodeAlreadyExists, "a call is already in progress in this conversation; join it with AnswerCall")
+	errInAnotherCall       = clientError(connect.CodeFailedPrecondition, "you are already in another call; hang up first")
+	errCalleeBusy          = clientError(connect.CodeFailedPrecondition, "busy: the user you are calling is in another call")
+	errCallEnded           = clientError(connect.CodeFailedPrecondition, "the call has ended")
+	errCallNotRinging      = clientError(connect.CodeFailedPrecondition, "the call is no longer ringing")
+	errAlreadyInCall       = clientError(connect.CodeFailedPrecondition, "you are already in this call, perhaps on another device")
+	errCallFull            = clientError(connect.CodeResourceExhausted, "the call is full")
+	errNotInvited          = clientError(connect.CodeFailedPrecondition, "you are not being rung for this call")
+	errNotJoined           = clientError(connect.CodeFailedPrecondition, "you have not joined this call; answer it first")
+	errNoSignals           = clientError(connect.CodeFailedPrecondition, "open Signals for this call first")
+	errStaleAnswer         = clientError(connect.CodeFailedPrecondition, "the answer's revision is not the outstanding offer's")
+	errSignalsReplaced     = clientError(connect.CodeFailedPrecondition, "another Signals stream for this call replaced this one")
+	errSlowSignals         = clientError(connect.CodeResourceExhausted, "Signals stream fell behind and was closed; open it again")
+	errCallNodeUnreachable = clientError(connect.CodeUnavailable, "the node hosting this call cannot be reached right now; retry")
+	errCallMoved           = clientError(connect.CodeUnavailable, "this call's media moved to another node; open Signals again")
 
 	// Database availability (heal). errDatabaseUnavailable answers any call
 	// that failed because the database could not be reached (isUnavailable):
 	// it is down or restarting, and a retry will succeed once it is back.
-	errDatabaseUnavailable = errors.New("the database is unavailable right now; retry shortly")
+	errDatabaseUnavailable = clientError(connect.CodeUnavailable, "the database is unavailable right now; retry shortly")
 )
 
-var errorCodes = map[error]connect.Code{
-	errUsernameTaken:     connect.CodeAlreadyExists,
-	errBadCredentials:    connect.CodeUnauthenticated,
-	errWrongPassword:     connect.CodeUnauthenticated,
-	errSessionNotFound:   connect.CodeNotFound,
-	errRefreshUnknown:    connect.CodeUnauthenticated,
-	errRefreshExpired:    connect.CodeUnauthenticated,
-	errRefreshReused:     connect.CodeUnauthenticated,
-	errSessionRevoked:    connect.CodeUnauthenticated,
-	errBadPageToken:      connect.CodeInvalidArgument,
-	errUserNotFound:      connect.CodeNotFound,
-	errTokenMissing:      connect.CodeUnauthenticated,
-	errTokenInvalid:      connect.CodeUnauthenticated,
-	errTokenExpired:      connect.CodeUnauthenticated,
-	errPasswordSameAsOld: connect.CodeInvalidArgument,
+// clientErr is a failure a client can act on: its code and text are what the
+// client sees. Declare one only through clientError, in the table above.
+type clientErr struct {
+	code connect.Code
+	text string
+}
 
-	errConversationNotFound: connect.CodeNotFound,
-	errMessageNotFound:      connect.CodeNotFound,
-	errNotMember:            connect.CodePermissionDenied,
-	errReceiptsForSender:    connect.CodePermissionDenied,
-	errRecallNotSender:      connect.CodePermissionDenied,
-	errRecallSystem:         connect.CodeFailedPrecondition,
-	errAlreadyRecalled:      connect.CodeFailedPrecondition,
-	errRecallTooLate:        connect.CodeFailedPrecondition,
-	errTooManyPinned:        connect.CodeResourceExhausted,
-	errAccountConversation:  connect.CodePermissionDenied,
-	errFriendsOnly:          connect.CodePermissionDenied,
-	errStrangerLimit:        connect.CodePermissionDenied,
-	errBlocked:              connect.CodePermissionDenied,
-	errYouBlocked:           connect.CodePermissionDenied,
-	errAlreadyContacts:      connect.CodeAlreadyExists,
-	errFriendRequestUnknown: connect.CodeNotFound,
-	errFriendRequestSettled: connect.CodeFailedPrecondition,
-	errNotContact:           connect.CodeNotFound,
-	errAddNotContact:        connect.CodePermissionDenied,
-	errTooManyBlocked:       connect.CodeResourceExhausted,
-	errTooManyStreams:       connect.CodeResourceExhausted,
-	errSlowSubscriber:       connect.CodeResourceExhausted,
-	errShuttingDown:         connect.CodeUnavailable,
-	errStreamSessionEnded:   connect.CodeUnauthenticated,
+func (e *clientErr) Error() string { return e.text }
 
-	errGroupNotFound:      connect.CodeNotFound,
-	errNotGroupMember:     connect.CodePermissionDenied,
-	errGroupDissolved:     connect.CodeFailedPrecondition,
-	errGroupFull:          connect.CodeResourceExhausted,
-	errTooManyAdmins:      connect.CodeResourceExhausted,
-	errNotGroupOwner:      connect.CodePermissionDenied,
-	errNotGroupAdmin:      connect.CodePermissionDenied,
-	errInvitesRestricted:  connect.CodePermissionDenied,
-	errDoesNotOutrank:     connect.CodePermissionDenied,
-	errTargetNotMember:    connect.CodeNotFound,
-	errTargetIsOwner:      connect.CodeFailedPrecondition,
-	errMutedAll:           connect.CodePermissionDenied,
-	errMutedInGroup:       connect.CodePermissionDenied,
-	errInviteNotFound:     connect.CodeNotFound,
-	errInviteExpired:      connect.CodeFailedPrecondition,
-	errInviteRevoked:      connect.CodeFailedPrecondition,
-	errInviteUsedUp:       connect.CodeFailedPrecondition,
-	errInviteInactive:     connect.CodeFailedPrecondition,
-	errTooManyInvites:     connect.CodeResourceExhausted,
-	errRemovedFromGroup:   connect.CodePermissionDenied,
-	errMayNotRevokeInvite: connect.CodePermissionDenied,
-
-	errMediaNotFound:     connect.CodeNotFound,
-	errMediaNotReady:     connect.CodeFailedPrecondition,
-	errMediaNotYours:     connect.CodePermissionDenied,
-	errThumbnailNotFound: connect.CodeNotFound,
-	errThumbnailUnfit:    connect.CodeFailedPrecondition,
-	errAvatarNotFound:    connect.CodeNotFound,
-	errAvatarUnfit:       connect.CodeFailedPrecondition,
-	errUploadExpired:     connect.CodeFailedPrecondition,
-	errUploadCompleting:  connect.CodeFailedPrecondition,
-	errNothingUploaded:   connect.CodeFailedPrecondition,
-	errUploadSize:        connect.CodeFailedPrecondition,
-	errUploadChecksum:    connect.CodeFailedPrecondition,
-	errImageUndecodable:  connect.CodeFailedPrecondition,
-
-	errCallNotFound:        connect.CodeNotFound,
-	errCallInProgress:      connect.CodeAlreadyExists,
-	errInAnotherCall:       connect.CodeFailedPrecondition,
-	errCalleeBusy:          connect.CodeFailedPrecondition,
-	errCallEnded:           connect.CodeFailedPrecondition,
-	errCallNotRinging:      connect.CodeFailedPrecondition,
-	errAlreadyInCall:       connect.CodeFailedPrecondition,
-	errCallFull:            connect.CodeResourceExhausted,
-	errNotInvited:          connect.CodeFailedPrecondition,
-	errNotJoined:           connect.CodeFailedPrecondition,
-	errNoSignals:           connect.CodeFailedPrecondition,
-	errStaleAnswer:         connect.CodeFailedPrecondition,
-	errSignalsReplaced:     connect.CodeFailedPrecondition,
-	errSlowSignals:         connect.CodeResourceExhausted,
-	errCallNodeUnreachable: connect.CodeUnavailable,
-	errCallMoved:           connect.CodeUnavailable,
-
-	// Database availability (heal).
-	errDatabaseUnavailable: connect.CodeUnavailable,
+// clientError declares a sentinel of the error table with its code.
+func clientError(code connect.Code, text string) error {
+	return &clientErr{code: code, text: text}
 }
 
 // toConnectError maps err to what the client sees. A *connect.Error passes
-// through; a sentinel from the table becomes its code with its own text;
+// through; a sentinel from the table (wrapped or not) becomes its code with its
+// own text;
 // anything else is an internal failure: logged here, once, and hidden from the
 // client behind a generic message.
 func toConnectError(ctx context.Context, logger *slog.Logger, procedure string, err error) error {
@@ -238,10 +157,9 @@ func toConnectError(ctx context.Context, logger *slog.Logger, procedure string, 
 	if errors.As(err, &cerr) {
 		return err
 	}
-	for sentinel, code := range errorCodes {
-		if errors.Is(err, sentinel) {
-			return connect.NewError(code, sentinel)
-		}
+	var ce *clientErr
+	if errors.As(err, &ce) {
+		return connect.NewError(ce.code, ce)
 	}
 	switch {
 	case isUnavailable(err):
